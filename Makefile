@@ -1,0 +1,62 @@
+# Tandem build. `make` lists the targets.
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/bin
+MODEL_DIR ?= $(or $(TANDEM_MODEL_DIR),$(HOME)/.cache/tandem/models)
+MODEL ?= $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
+PROTOC_GEN_GO_VERSION := v1.36.11
+PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
+FUZZTIME ?= 10s
+export PATH := $(BIN):$(PATH)
+
+.PHONY: help build run test test-unit test-e2e bench fuzz proto proto-check lint kernels check model tools
+
+help: ## list targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## build bin/tandem and bin/tandemctl
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+model: ## fetch the default model into $(MODEL_DIR) if missing
+	@scripts/fetch-model.sh
+
+run: model build ## start a local cluster (coordinator, gateway, prefill, decode) on the CPU backend
+	$(BIN)/tandem dev --model $(MODEL)
+
+test: model kernels-if-nvcc ## unit, fuzz-seed and end-to-end tests (race detector on)
+	$(GO) vet ./...
+	TANDEM_MODEL=$(MODEL) $(GO) test -race -count=1 ./...
+
+test-e2e: model build ## multi-process end-to-end tests on loopback
+	TANDEM_MODEL=$(MODEL) TANDEM_BIN=$(BIN)/tandem $(GO) test -count=1 -tags e2e ./test/e2e/...
+
+bench: model ## kernel and engine micro-benchmarks
+	TANDEM_MODEL=$(MODEL) $(GO) test -run '^$$' -bench . -benchtime 2x ./kernels/... ./engine/...
+
+fuzz: ## run every fuzz target for $(FUZZTIME)
+	@scripts/fuzz.sh $(FUZZTIME)
+
+tools: ## install pinned protobuf code generators into bin/
+	GOBIN=$(BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(BIN) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	@command -v protoc >/dev/null || { echo "protoc missing: apt-get install -y protobuf-compiler"; exit 1; }
+
+proto: tools ## regenerate Go code from proto/**/*.proto
+	cd proto && for f in $$(find . -name '*.proto' | sort); do \
+		protoc -I . --go_out=. --go_opt=paths=source_relative \
+			--go-grpc_out=. --go-grpc_opt=paths=source_relative $$f || exit 1; done
+
+proto-check: proto ## fail when checked-in generated code is stale
+	@git diff --exit-code -- proto || { echo "proto: generated code is stale; run make proto"; exit 1; }
+
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt: $$out"; exit 1; }
+	$(GO) vet ./...
+
+kernels: ## build the CUDA kernel library (needs nvcc)
+	@scripts/build-cuda.sh
+
+kernels-if-nvcc:
+	@if [ -x "$$(command -v nvcc)" ] || [ -n "$$NVCC" ]; then scripts/build-cuda.sh; else echo "nvcc not found: skipping CUDA kernel build"; fi
+
+check: lint test ## everything CI runs
