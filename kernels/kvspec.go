@@ -82,6 +82,13 @@ func (s KVSpec) RowBytes() int {
 // of HeadDim followed by KVHeads float32 scales.
 func (s KVSpec) BlockBytes() int { return 2 * s.BlockSize * s.RowBytes() }
 
+// KeyRowOffset is the byte offset, inside a block, of the key row of the
+// block's slot off (0 <= off < BlockSize).
+func (s KVSpec) KeyRowOffset(off int) int { return off * s.RowBytes() }
+
+// ValueRowOffset is the byte offset, inside a block, of the value row of slot off.
+func (s KVSpec) ValueRowOffset(off int) int { return (s.BlockSize + off) * s.RowBytes() }
+
 // BytesPerToken is the KV footprint of one token across all layers.
 func (s KVSpec) BytesPerToken() int { return s.Layers * 2 * s.RowBytes() }
 
