@@ -1,0 +1,143 @@
+// attention.cu: causal grouped-query attention over the paged f16 KV cache,
+// for prefill and decode alike.
+//
+// Flash-attention style: a thread block owns up to TC_ATTN_WARPS (query row,
+// query head) tasks that share one sequence and one KV head. It walks the
+// sequence's keys in tiles of 32, loading each tile once into shared memory
+// through the block table, and every warp folds the tile into its own query's
+// running maximum, normaliser and output (online softmax), so no score matrix
+// is ever materialised. A warp visits keys in the same order whatever other
+// tasks share its block, which keeps results batch-invariant.
+#include <math.h>
+
+#include "common.cuh"
+
+#define TC_ATTN_TILE 32
+#define TC_ATTN_MAX_HD 256
+#define TC_ATTN_PER_LANE (TC_ATTN_MAX_HD / 32)
+
+// Shared memory: K tile as float with a padded row stride (head_dim+1, odd for
+// even head_dim, so lane j reading row j hits distinct banks), V tile as float,
+// and each warp's query vector.
+static size_t tc_attn_smem(int head_dim) {
+	return sizeof(float) * ((size_t)TC_ATTN_TILE * (head_dim + 1) + (size_t)TC_ATTN_TILE * head_dim +
+	                        (size_t)TC_ATTN_WARPS * head_dim);
+}
+
+__global__ void __launch_bounds__(TC_ATTN_WARPS * 32)
+    k_attention(float *dst, const float *q, const half *layer, int block_size, int heads, int kv_heads,
+                int head_dim, float scale, const tc_attn_task *tasks, const int32_t *tables) {
+	extern __shared__ float smem[];
+	const int kstride = head_dim + 1;
+	float *ks = smem;
+	float *vs = ks + TC_ATTN_TILE * kstride;
+	float *qsm = vs + TC_ATTN_TILE * head_dim;
+
+	const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+	const tc_attn_task *blk = tasks + (size_t)blockIdx.x * TC_ATTN_WARPS;
+	const tc_attn_task me = blk[warp];
+	const bool active = me.q_row >= 0;
+
+	// Every active task in the block shares the table and the KV head.
+	int kvh = 0, table_off = 0, max_keys = 0;
+	for (int w = 0; w < TC_ATTN_WARPS; w++) {
+		if (blk[w].q_row < 0) continue;
+		kvh = blk[w].head / (heads / kv_heads);
+		table_off = blk[w].table_off;
+		max_keys = max(max_keys, blk[w].n_keys);
+	}
+	const int32_t *table = tables + table_off;
+	const size_t row_elems = (size_t)kv_heads * head_dim;
+	const size_t block_elems = 2 * (size_t)block_size * row_elems;
+
+	float *myq = qsm + warp * head_dim;
+	if (active) {
+		const float *qrow = q + (size_t)me.q_row * heads * head_dim + (size_t)me.head * head_dim;
+		for (int d = lane; d < head_dim; d += 32) myq[d] = qrow[d] * scale;
+	}
+
+	float m = -INFINITY, l = 0.f;
+	float acc[TC_ATTN_PER_LANE];
+#pragma unroll
+	for (int k = 0; k < TC_ATTN_PER_LANE; k++) acc[k] = 0.f;
+
+	for (int k0 = 0; k0 < max_keys; k0 += TC_ATTN_TILE) {
+		__syncthreads(); // previous tile fully consumed (and myq written)
+		const int n = min(TC_ATTN_TILE, max_keys - k0);
+		for (int e = threadIdx.x; e < n * head_dim; e += blockDim.x) {
+			int j = e / head_dim, d = e % head_dim;
+			int slot = k0 + j;
+			const half *blkp = layer + (size_t)table[slot / block_size] * block_elems;
+			size_t off = (size_t)(slot % block_size) * row_elems + (size_t)kvh * head_dim + d;
+			ks[j * kstride + d] = __half2float(blkp[off]);
+			vs[j * head_dim + d] = __half2float(blkp[(size_t)block_size * row_elems + off]);
+		}
+		__syncthreads();
+		if (!active || k0 >= me.n_keys) continue;
+		const int valid = min(n, me.n_keys - k0);
+		float s = -INFINITY;
+		if (lane < valid) {
+			s = 0.f;
+			const float *kr = ks + lane * kstride;
+			for (int d = 0; d < head_dim; d++) s = fmaf(myq[d], kr[d], s);
+		}
+		const float m_new = fmaxf(m, tc_warp_max(s));
+		const float p = lane < valid ? expf(s - m_new) : 0.f;
+		const float corr = expf(m - m_new); // 0 on the first tile (m = -inf)
+		l = l * corr + tc_warp_sum(p);
+#pragma unroll
+		for (int k = 0; k < TC_ATTN_PER_LANE; k++) acc[k] *= corr;
+		for (int j = 0; j < valid; j++) {
+			const float pj = __shfl_sync(0xffffffffu, p, j);
+			const float *vr = vs + j * head_dim;
+#pragma unroll
+			for (int k = 0; k < TC_ATTN_PER_LANE; k++) {
+				int d = lane + 32 * k;
+				if (d < head_dim) acc[k] = fmaf(pj, vr[d], acc[k]);
+			}
+		}
+		m = m_new;
+	}
+	if (!active) return;
+	float *out = dst + (size_t)me.q_row * heads * head_dim + (size_t)me.head * head_dim;
+	const float inv = l > 0.f ? 1.f / l : 0.f;
+#pragma unroll
+	for (int k = 0; k < TC_ATTN_PER_LANE; k++) {
+		int d = lane + 32 * k;
+		if (d < head_dim) out[d] = acc[k] * inv;
+	}
+}
+
+extern "C" int tandem_cuda_attention(tc_ctx *c, float *d_dst, const float *d_q, const void *d_layer,
+                                     int block_size, int heads, int kv_heads, int head_dim, float scale,
+                                     const tc_attn_task *h_tasks, int n_tasks, const int32_t *h_tables,
+                                     int n_tables) {
+	int rc = tc_enter(c);
+	if (rc != TC_OK) return rc;
+	if (n_tasks <= 0) return TC_OK;
+	if (n_tasks % TC_ATTN_WARPS != 0 || n_tables <= 0 || block_size <= 0 || kv_heads <= 0 ||
+	    heads % kv_heads != 0) {
+		return TC_ERR_ARG;
+	}
+	if (head_dim <= 0 || head_dim > TC_ATTN_MAX_HD) return TC_ERR_UNSUPPORTED;
+	size_t task_bytes = (size_t)n_tasks * sizeof(tc_attn_task);
+	size_t table_off = (task_bytes + 15) / 16 * 16;
+	size_t table_bytes = (size_t)n_tables * sizeof(int32_t);
+	// Size scratch for both arrays first, so staging the second cannot move
+	// the first.
+	void *tasks, *tables, *base;
+	rc = tc_scratch(c, table_off + table_bytes, &base);
+	if (rc != TC_OK) return rc;
+	rc = tc_stage(c, 0, h_tasks, task_bytes, &tasks);
+	if (rc != TC_OK) return rc;
+	rc = tc_stage(c, table_off, h_tables, table_bytes, &tables);
+	if (rc != TC_OK) return rc;
+	size_t smem = tc_attn_smem(head_dim);
+	if (smem > 48 * 1024) {
+		TC_CHECK(cudaFuncSetAttribute(k_attention, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+	}
+	k_attention<<<n_tasks / TC_ATTN_WARPS, TC_ATTN_WARPS * 32, smem, c->stream>>>(
+	    d_dst, d_q, (const half *)d_layer, block_size, heads, kv_heads, head_dim, scale,
+	    (const tc_attn_task *)tasks, (const int32_t *)tables);
+	return tc_launched();
+}

@@ -1,0 +1,95 @@
+// common.cuh: definitions shared by the kernel translation units.
+#ifndef TANDEM_COMMON_CUH
+#define TANDEM_COMMON_CUH
+
+#include <cuda_runtime.h>
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+#include "tandem_cuda.h"
+
+struct tc_ctx {
+	int device;
+	cudaStream_t stream;
+	// scratch holds per-call small arrays (ids, positions, slots, attention
+	// tasks) and quantized activations. Reuse is safe because every use is
+	// ordered on the one stream.
+	void *scratch;
+	size_t scratch_bytes;
+};
+
+// TC_CHECK returns a failing cudaError_t from the enclosing function.
+#define TC_CHECK(expr)                                   \
+	do {                                                 \
+		cudaError_t tc_err_ = (expr);                    \
+		if (tc_err_ != cudaSuccess) return (int)tc_err_; \
+	} while (0)
+
+// tc_enter makes the context's device current; callers may have moved to
+// another OS thread since the last call.
+static inline int tc_enter(tc_ctx *c) {
+	if (c == nullptr) return TC_ERR_ARG;
+	TC_CHECK(cudaSetDevice(c->device));
+	return TC_OK;
+}
+
+// tc_launched reports a launch failure (bad configuration) right away;
+// failures inside the kernel surface at the next synchronisation.
+static inline int tc_launched(void) { return (int)cudaGetLastError(); }
+
+// tc_scratch returns a device buffer of at least bytes, growing the context's
+// scratch when needed. Growing frees the old buffer, which cudaFree only does
+// once the device is idle, so in-flight kernels never see it vanish.
+int tc_scratch(tc_ctx *c, size_t bytes, void **out);
+
+// tc_stage copies a host array into scratch at byte offset off (which must be
+// 16-byte aligned) and returns its device address.
+int tc_stage(tc_ctx *c, size_t off, const void *h, size_t bytes, void **out);
+
+// Device-side Q8_1 activation block, as in ggml: scale d and d*sum(q) as
+// halves, then 32 int8 codes. 36 bytes, so blocks are 4-byte aligned.
+struct __align__(4) tc_q8_1 {
+	half2 ds;
+	int8_t qs[32];
+};
+
+// Repacked quantized weights: for nb = rows*cols/32 blocks, an array of quant
+// payloads (16-byte aligned rows of blocks) followed by the scales.
+//   Q4_0: qs[nb][16] bytes, then d[nb] halves.
+//   Q4_1: qs[nb][16] bytes, then dm[nb] half2 (d, m).
+//   Q8_0: qs[nb][32] bytes, then d[nb] halves.
+static inline __host__ __device__ size_t tc_qs_bytes(int type) {
+	return type == TC_Q8_0 ? 32 : 16;
+}
+static inline __host__ __device__ size_t tc_scale_bytes(int type) {
+	return type == TC_Q4_1 ? 4 : 2;
+}
+static inline __host__ __device__ bool tc_is_quant(int type) {
+	return type == TC_Q4_0 || type == TC_Q4_1 || type == TC_Q8_0;
+}
+static inline __host__ __device__ size_t tc_elem_bytes(int type) {
+	return type == TC_F32 ? 4 : 2;
+}
+
+static __device__ __forceinline__ float tc_bf16(uint16_t v) {
+	return __uint_as_float(((uint32_t)v) << 16);
+}
+
+static __device__ __forceinline__ float tc_warp_sum(float v) {
+#pragma unroll
+	for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+	return v;
+}
+
+static __device__ __forceinline__ float tc_warp_max(float v) {
+#pragma unroll
+	for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+	return v;
+}
+
+static inline int tc_blocks(size_t n, int threads) {
+	return (int)((n + (size_t)threads - 1) / (size_t)threads);
+}
+
+#endif

@@ -1,0 +1,351 @@
+// matmul.cu: weight upload (repacking) and the matrix products.
+//
+// Decode is memory-bound, so the products are written as matrix-vector
+// kernels that stream each weight row once per group of up to TC_MAX_COLS
+// tokens: one warp per output row, each lane reading whole 32-value blocks
+// with 128-bit loads. Quantized weights are multiplied with activations
+// quantized to Q8_1 on the device, using dp4a integer dot products (as
+// llama.cpp's mmvq does). A lane accumulates its blocks in a fixed order and
+// the warp reduces with a fixed butterfly, so each output depends only on its
+// own token row: results are batch-invariant.
+#include "common.cuh"
+
+#define TC_MAX_COLS 8
+#define TC_MV_WARPS 4
+
+extern "C" int tandem_cuda_weight_bytes(int type, int rows, int cols, size_t *out) {
+	if (out == nullptr || rows <= 0 || cols <= 0) return TC_ERR_ARG;
+	size_t n = (size_t)rows * (size_t)cols;
+	switch (type) {
+	case TC_F32:
+		*out = n * 4;
+		return TC_OK;
+	case TC_F16:
+	case TC_BF16:
+		*out = n * 2;
+		return TC_OK;
+	case TC_Q4_0:
+	case TC_Q4_1:
+	case TC_Q8_0:
+		if (cols % 32 != 0) return TC_ERR_ARG;
+		*out = n / 32 * (tc_qs_bytes(type) + tc_scale_bytes(type));
+		return TC_OK;
+	}
+	return TC_ERR_UNSUPPORTED;
+}
+
+static size_t tc_ggml_block_bytes(int type) {
+	switch (type) {
+	case TC_Q4_0: return 18;
+	case TC_Q4_1: return 20;
+	case TC_Q8_0: return 34;
+	}
+	return 0;
+}
+
+// Splits n ggml blocks (src) into the 16-byte aligned quant payloads (qs)
+// and the scales (sc): the repacked layout described in common.cuh.
+__global__ void k_repack(uint8_t *qs, uint8_t *sc, const uint8_t *src, size_t n, int type) {
+	size_t b = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (b >= n) return;
+	size_t qsb = tc_qs_bytes(type), scb = tc_scale_bytes(type);
+	size_t gb = scb + qsb;
+	const uint8_t *s = src + b * gb;
+	for (size_t i = 0; i < scb; i++) sc[b * scb + i] = s[i];
+	for (size_t i = 0; i < qsb; i++) qs[b * qsb + i] = s[scb + i];
+}
+
+extern "C" int tandem_cuda_weight_load(tc_ctx *c, void *d_w, int type, int rows, int cols,
+                                       const void *h_src, size_t src_bytes) {
+	int rc = tc_enter(c);
+	if (rc != TC_OK) return rc;
+	size_t dev_bytes;
+	rc = tandem_cuda_weight_bytes(type, rows, cols, &dev_bytes);
+	if (rc != TC_OK) return rc;
+	if (!tc_is_quant(type)) {
+		if (src_bytes != dev_bytes) return TC_ERR_ARG;
+		TC_CHECK(cudaMemcpyAsync(d_w, h_src, src_bytes, cudaMemcpyHostToDevice, c->stream));
+		TC_CHECK(cudaStreamSynchronize(c->stream));
+		return TC_OK;
+	}
+	size_t gb = tc_ggml_block_bytes(type), qsb = tc_qs_bytes(type), scb = tc_scale_bytes(type);
+	size_t nb = (size_t)rows * (size_t)cols / 32;
+	if (src_bytes != nb * gb) return TC_ERR_ARG;
+	// Stage through scratch in chunks so that a multi-GiB weight does not
+	// need twice its size in device memory.
+	const size_t chunk = (size_t)1 << 20;
+	void *tmp;
+	rc = tc_scratch(c, (nb < chunk ? nb : chunk) * gb, &tmp);
+	if (rc != TC_OK) return rc;
+	uint8_t *qs = (uint8_t *)d_w, *sc = (uint8_t *)d_w + nb * qsb;
+	for (size_t b0 = 0; b0 < nb; b0 += chunk) {
+		size_t n = nb - b0 < chunk ? nb - b0 : chunk;
+		TC_CHECK(cudaMemcpyAsync(tmp, (const uint8_t *)h_src + b0 * gb, n * gb, cudaMemcpyHostToDevice,
+		                         c->stream));
+		k_repack<<<tc_blocks(n, 256), 256, 0, c->stream>>>(qs + b0 * qsb, sc + b0 * scb,
+		                                                     (const uint8_t *)tmp, n, type);
+		rc = tc_launched();
+		if (rc != TC_OK) return rc;
+	}
+	TC_CHECK(cudaStreamSynchronize(c->stream));
+	return TC_OK;
+}
+
+// k_quantize_q8_1 quantizes activations the way the reference does
+// (quantize_row_q8_1_ref): d = amax/127, codes round half away from zero, and
+// s = d * sum(codes). One warp per 32-value block; the codes go to the qs
+// array (32 bytes per block, so kernels read them with 128-bit loads) and
+// (d, s) to the ds array.
+__global__ void k_quantize_q8_1(int8_t *qs, half2 *ds, const float *x, size_t nblocks) {
+	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+	size_t b = i / 32;
+	if (b >= nblocks) return; // whole warps exit together: 32 | blockDim
+	float v = x[i];
+	float amax = tc_warp_max(fabsf(v));
+	float d = amax / 127.f;
+	float id = d == 0.f ? 0.f : 1.f / d;
+	float q = roundf(v * id);
+	q = fminf(127.f, fmaxf(-128.f, q));
+	if (q != q) q = 0.f;
+	qs[i] = (int8_t)q;
+	float sum = tc_warp_sum(q); // exact: |sum| <= 32*128
+	if (threadIdx.x % 32 == 0) ds[b] = __halves2half2(__float2half_rn(d), __float2half_rn(sum * d));
+}
+
+template <int TYPE>
+static __device__ __forceinline__ float tc_block_dot(const uint8_t *wqs, const uint8_t *wsc, const int4 a0,
+                                                     const int4 a1, half2 ads) {
+	float2 a = __half22float2(ads);
+	if (TYPE == TC_Q8_0) {
+		const int4 w0 = ((const int4 *)wqs)[0], w1 = ((const int4 *)wqs)[1];
+		int s = __dp4a(w0.x, a0.x, 0);
+		s = __dp4a(w0.y, a0.y, s);
+		s = __dp4a(w0.z, a0.z, s);
+		s = __dp4a(w0.w, a0.w, s);
+		s = __dp4a(w1.x, a1.x, s);
+		s = __dp4a(w1.y, a1.y, s);
+		s = __dp4a(w1.z, a1.z, s);
+		s = __dp4a(w1.w, a1.w, s);
+		return __half2float(*(const half *)wsc) * a.x * (float)s;
+	}
+	const int4 w = *(const int4 *)wqs;
+	const int m = 0x0F0F0F0F;
+	int s = __dp4a(w.x & m, a0.x, 0);
+	s = __dp4a(w.y & m, a0.y, s);
+	s = __dp4a(w.z & m, a0.z, s);
+	s = __dp4a(w.w & m, a0.w, s);
+	s = __dp4a((w.x >> 4) & m, a1.x, s);
+	s = __dp4a((w.y >> 4) & m, a1.y, s);
+	s = __dp4a((w.z >> 4) & m, a1.z, s);
+	s = __dp4a((w.w >> 4) & m, a1.w, s);
+	if (TYPE == TC_Q4_0) {
+		// (q-8)*a summed exactly: subtract 8 * sum(a) in integers.
+		const int ones = 0x01010101;
+		int sa = __dp4a(ones, a0.x, 0);
+		sa = __dp4a(ones, a0.y, sa);
+		sa = __dp4a(ones, a0.z, sa);
+		sa = __dp4a(ones, a0.w, sa);
+		sa = __dp4a(ones, a1.x, sa);
+		sa = __dp4a(ones, a1.y, sa);
+		sa = __dp4a(ones, a1.z, sa);
+		sa = __dp4a(ones, a1.w, sa);
+		return __half2float(*(const half *)wsc) * a.x * (float)(s - 8 * sa);
+	}
+	float2 dm = __half22float2(*(const half2 *)wsc);
+	return dm.x * a.x * (float)s + dm.y * a.y;
+}
+
+// k_mmvq: dst[t, row] for NC tokens starting at t0 + blockIdx.y*NC; one warp
+// per weight row.
+template <int TYPE, int NC>
+__global__ void __launch_bounds__(TC_MV_WARPS * 32)
+    k_mmvq(float *dst, const uint8_t *w, const int8_t *xqs, const half2 *xds, int rows, int nbr, int t0) {
+	int row = blockIdx.x * TC_MV_WARPS + threadIdx.x / 32;
+	int lane = threadIdx.x % 32;
+	if (row >= rows) return;
+	int t = t0 + blockIdx.y * NC;
+	size_t nb = (size_t)rows * nbr;
+	const uint8_t *wqs = w + (size_t)row * nbr * tc_qs_bytes(TYPE);
+	const uint8_t *wsc = w + nb * tc_qs_bytes(TYPE) + (size_t)row * nbr * tc_scale_bytes(TYPE);
+	float acc[NC];
+#pragma unroll
+	for (int c = 0; c < NC; c++) acc[c] = 0.f;
+	for (int b = lane; b < nbr; b += 32) {
+		const uint8_t *bq = wqs + (size_t)b * tc_qs_bytes(TYPE);
+		const uint8_t *bs = wsc + (size_t)b * tc_scale_bytes(TYPE);
+#pragma unroll
+		for (int c = 0; c < NC; c++) {
+			size_t xb = (size_t)(t + c) * nbr + b;
+			const int4 *xq = (const int4 *)(xqs + xb * 32);
+			acc[c] += tc_block_dot<TYPE>(bq, bs, xq[0], xq[1], xds[xb]);
+		}
+	}
+#pragma unroll
+	for (int c = 0; c < NC; c++) {
+		float v = tc_warp_sum(acc[c]);
+		if (lane == 0) dst[(size_t)(t + c) * rows + row] = v;
+	}
+}
+
+template <int TYPE>
+static __device__ __forceinline__ void tc_load8(const void *w, size_t i, float *out) {
+	if (TYPE == TC_F32) {
+		float4 a = ((const float4 *)w)[i / 4], b = ((const float4 *)w)[i / 4 + 1];
+		out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w;
+		out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
+		return;
+	}
+	uint4 u = *(const uint4 *)((const uint16_t *)w + i);
+	uint32_t v[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+	for (int k = 0; k < 4; k++) {
+		if (TYPE == TC_F16) {
+			float2 f = __half22float2(*(const half2 *)&v[k]);
+			out[2 * k] = f.x, out[2 * k + 1] = f.y;
+		} else {
+			out[2 * k] = __uint_as_float(v[k] << 16);
+			out[2 * k + 1] = __uint_as_float(v[k] & 0xFFFF0000u);
+		}
+	}
+}
+
+template <int TYPE>
+static __device__ __forceinline__ float tc_load1(const void *w, size_t i) {
+	if (TYPE == TC_F32) return ((const float *)w)[i];
+	if (TYPE == TC_F16) return __half2float(((const half *)w)[i]);
+	return tc_bf16(((const uint16_t *)w)[i]);
+}
+
+// k_mvf: float weights (F32/F16/BF16) times f32 activations. VEC kernels
+// read 8 values per lane per step with 128-bit loads (cols % 8 == 0).
+template <int TYPE, int NC, bool VEC>
+__global__ void __launch_bounds__(TC_MV_WARPS * 32)
+    k_mvf(float *dst, const void *w, const float *x, int rows, int cols, int t0) {
+	int row = blockIdx.x * TC_MV_WARPS + threadIdx.x / 32;
+	int lane = threadIdx.x % 32;
+	if (row >= rows) return;
+	int t = t0 + blockIdx.y * NC;
+	size_t wrow = (size_t)row * cols;
+	float acc[NC];
+#pragma unroll
+	for (int c = 0; c < NC; c++) acc[c] = 0.f;
+	if (VEC) {
+		for (int i = lane * 8; i < cols; i += 32 * 8) {
+			float wv[8];
+			tc_load8<TYPE>(w, wrow + i, wv);
+#pragma unroll
+			for (int c = 0; c < NC; c++) {
+				const float4 *xp = (const float4 *)(x + (size_t)(t + c) * cols + i);
+				float4 a = xp[0], b = xp[1];
+				float s = acc[c];
+				s = fmaf(wv[0], a.x, s);
+				s = fmaf(wv[1], a.y, s);
+				s = fmaf(wv[2], a.z, s);
+				s = fmaf(wv[3], a.w, s);
+				s = fmaf(wv[4], b.x, s);
+				s = fmaf(wv[5], b.y, s);
+				s = fmaf(wv[6], b.z, s);
+				s = fmaf(wv[7], b.w, s);
+				acc[c] = s;
+			}
+		}
+	} else {
+		for (int i = lane; i < cols; i += 32) {
+			float wv = tc_load1<TYPE>(w, wrow + i);
+#pragma unroll
+			for (int c = 0; c < NC; c++) acc[c] = fmaf(wv, x[(size_t)(t + c) * cols + i], acc[c]);
+		}
+	}
+#pragma unroll
+	for (int c = 0; c < NC; c++) {
+		float v = tc_warp_sum(acc[c]);
+		if (lane == 0) dst[(size_t)(t + c) * rows + row] = v;
+	}
+}
+
+// launch_chunks runs kernel K<NC> over tokens [0, t): full groups of
+// TC_MAX_COLS in one launch, then the remainder.
+template <int TYPE>
+static int tc_launch_q(tc_ctx *c, float *dst, const uint8_t *w, const int8_t *qs, const half2 *ds, int t,
+                       int rows, int nbr) {
+	dim3 block(TC_MV_WARPS * 32);
+	int gx = tc_blocks((size_t)rows, TC_MV_WARPS);
+	int full = t / TC_MAX_COLS, rem = t % TC_MAX_COLS;
+	if (full > 0) {
+		k_mmvq<TYPE, TC_MAX_COLS><<<dim3(gx, full), block, 0, c->stream>>>(dst, w, qs, ds, rows, nbr, 0);
+	}
+	int t0 = full * TC_MAX_COLS;
+	switch (rem) {
+	case 1: k_mmvq<TYPE, 1><<<dim3(gx, 1), block, 0, c->stream>>>(dst, w, qs, ds, rows, nbr, t0); break;
+	case 2: k_mmvq<TYPE, 2><<<dim3(gx, 1), block, 0, c->stream>>>(dst, w, qs, ds, rows, nbr, t0); break;
+	case 3: k_mmvq<TYPE, 3><<<dim3(gx, 1), block, 0, c->stream>>>(dst, w, qs, ds, rows, nbr, t0); break;
+	case 4: k_mmvq<TYPE, 4><<<dim3(gx, 1), block, 0, c->stream>>>(dst, w, qs, ds, rows, nbr, t0); break;
+	case 5: k_mmvq<TYPE, 5><<<dim3(gx, 1), block, 0, c->stream>>>(dst, w, qs, ds, rows, nbr, t0); break;
+	case 6: k_mmvq<TYPE, 6><<<dim3(gx, 1), block, 0, c->stream>>>(dst, w, qs, ds, rows, nbr, t0); break;
+	case 7: k_mmvq<TYPE, 7><<<dim3(gx, 1), block, 0, c->stream>>>(dst, w, qs, ds, rows, nbr, t0); break;
+	default: break;
+	}
+	return tc_launched();
+}
+
+template <int TYPE, bool VEC>
+static int tc_launch_f(tc_ctx *c, float *dst, const void *w, const float *x, int t, int rows, int cols) {
+	dim3 block(TC_MV_WARPS * 32);
+	int gx = tc_blocks((size_t)rows, TC_MV_WARPS);
+	int full = t / TC_MAX_COLS, rem = t % TC_MAX_COLS;
+	if (full > 0) {
+		k_mvf<TYPE, TC_MAX_COLS, VEC><<<dim3(gx, full), block, 0, c->stream>>>(dst, w, x, rows, cols, 0);
+	}
+	int t0 = full * TC_MAX_COLS;
+	switch (rem) {
+	case 1: k_mvf<TYPE, 1, VEC><<<dim3(gx, 1), block, 0, c->stream>>>(dst, w, x, rows, cols, t0); break;
+	case 2: k_mvf<TYPE, 2, VEC><<<dim3(gx, 1), block, 0, c->stream>>>(dst, w, x, rows, cols, t0); break;
+	case 3: k_mvf<TYPE, 3, VEC><<<dim3(gx, 1), block, 0, c->stream>>>(dst, w, x, rows, cols, t0); break;
+	case 4: k_mvf<TYPE, 4, VEC><<<dim3(gx, 1), block, 0, c->stream>>>(dst, w, x, rows, cols, t0); break;
+	case 5: k_mvf<TYPE, 5, VEC><<<dim3(gx, 1), block, 0, c->stream>>>(dst, w, x, rows, cols, t0); break;
+	case 6: k_mvf<TYPE, 6, VEC><<<dim3(gx, 1), block, 0, c->stream>>>(dst, w, x, rows, cols, t0); break;
+	case 7: k_mvf<TYPE, 7, VEC><<<dim3(gx, 1), block, 0, c->stream>>>(dst, w, x, rows, cols, t0); break;
+	default: break;
+	}
+	return tc_launched();
+}
+
+template <int TYPE>
+static int tc_float_matmul(tc_ctx *c, float *dst, const void *w, const float *x, int t, int rows, int cols) {
+	if (cols % 8 == 0) return tc_launch_f<TYPE, true>(c, dst, w, x, t, rows, cols);
+	return tc_launch_f<TYPE, false>(c, dst, w, x, t, rows, cols);
+}
+
+extern "C" int tandem_cuda_matmul(tc_ctx *c, float *d_dst, const float *d_x, int t, const void *d_w, int type,
+                                  int rows, int cols) {
+	int rc = tc_enter(c);
+	if (rc != TC_OK) return rc;
+	if (t <= 0) return TC_OK;
+	if (rows <= 0 || cols <= 0) return TC_ERR_ARG;
+	switch (type) {
+	case TC_F32: return tc_float_matmul<TC_F32>(c, d_dst, d_w, d_x, t, rows, cols);
+	case TC_F16: return tc_float_matmul<TC_F16>(c, d_dst, d_w, d_x, t, rows, cols);
+	case TC_BF16: return tc_float_matmul<TC_BF16>(c, d_dst, d_w, d_x, t, rows, cols);
+	case TC_Q4_0:
+	case TC_Q4_1:
+	case TC_Q8_0: break;
+	default: return TC_ERR_UNSUPPORTED;
+	}
+	if (cols % 32 != 0) return TC_ERR_ARG;
+	int nbr = cols / 32;
+	size_t nblocks = (size_t)t * nbr;
+	void *scratch;
+	rc = tc_scratch(c, nblocks * 36, &scratch);
+	if (rc != TC_OK) return rc;
+	int8_t *qs = (int8_t *)scratch;
+	half2 *ds = (half2 *)((uint8_t *)scratch + nblocks * 32);
+	k_quantize_q8_1<<<tc_blocks(nblocks * 32, 256), 256, 0, c->stream>>>(qs, ds, d_x, nblocks);
+	rc = tc_launched();
+	if (rc != TC_OK) return rc;
+	const uint8_t *w = (const uint8_t *)d_w;
+	switch (type) {
+	case TC_Q4_0: return tc_launch_q<TC_Q4_0>(c, d_dst, w, qs, ds, t, rows, nbr);
+	case TC_Q4_1: return tc_launch_q<TC_Q4_1>(c, d_dst, w, qs, ds, t, rows, nbr);
+	default: return tc_launch_q<TC_Q8_0>(c, d_dst, w, qs, ds, t, rows, nbr);
+	}
+}
