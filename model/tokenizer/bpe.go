@@ -1,0 +1,257 @@
+package tokenizer
+
+import (
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
+
+// bpeModel is byte-level BPE as GPT-2 defined it and llama.cpp implements it.
+//
+// Symbols are identified by integer ids so the merge loop never builds
+// strings: ids below the vocabulary size are tokens; ids above it intern
+// symbol texts that merges produce but the vocabulary lacks (a malformed but
+// loadable file), so merging behaves exactly as llama.cpp's string-keyed
+// merge table does.
+type bpeModel struct {
+	pre *preTokenizer
+	// ranks maps a symbol pair (left<<32 | right) to the merge's rank and the
+	// id of the merged symbol.
+	ranks map[uint64]bpeMerge
+	// byteSym[b] is the symbol id of byte b's character in GPT-2's byte
+	// alphabet.
+	byteSym [256]int32
+	// byteRune is gpt2ByteRunes(), kept to avoid rebuilding it per word.
+	byteRune [256]rune
+	// synth holds the texts of symbols with ids >= vocabulary size.
+	synth  []string
+	nVocab int32
+}
+
+type bpeMerge struct {
+	rank int32
+	id   int32
+}
+
+// gpt2ByteRunes is GPT-2's bytes_to_unicode table: printable Latin-1 bytes
+// stand for themselves, the 68 others map in order to U+0100 upwards, so
+// every byte string becomes printable text without spaces.
+func gpt2ByteRunes() [256]rune {
+	var table [256]rune
+	next := rune(256)
+	for b := 0; b < 256; b++ {
+		switch {
+		case b >= '!' && b <= '~', b >= 0xA1 && b <= 0xAC, b >= 0xAE && b <= 0xFF:
+			table[b] = rune(b)
+		default:
+			table[b] = next
+			next++
+		}
+	}
+	return table
+}
+
+func newBPEModel(t *Tokenizer, pre string, merges []string) (*bpeModel, error) {
+	p, err := newPreTokenizer(pre)
+	if err != nil {
+		return nil, err
+	}
+	m := &bpeModel{
+		pre:    p,
+		ranks:  make(map[uint64]bpeMerge, len(merges)),
+		nVocab: int32(len(t.tokens)),
+	}
+	synthID := make(map[string]int32)
+	intern := func(s string) int32 {
+		if id, ok := t.toID[s]; ok {
+			return id
+		}
+		if id, ok := synthID[s]; ok {
+			return id
+		}
+		id := m.nVocab + int32(len(m.synth))
+		m.synth = append(m.synth, s)
+		synthID[s] = id
+		return id
+	}
+	m.byteRune = gpt2ByteRunes()
+	for b, r := range m.byteRune {
+		m.byteSym[b] = intern(string(r))
+	}
+	for rank, merge := range merges {
+		// llama.cpp splits at the first space after the first byte, so a
+		// merge may start with a literal space.
+		sp := -1
+		if len(merge) > 1 {
+			sp = strings.IndexByte(merge[1:], ' ')
+		}
+		if sp < 0 {
+			return nil, fmt.Errorf("%w: merge %d %q has no space", ErrInvalidVocab, rank, merge)
+		}
+		left, right := merge[:sp+1], merge[sp+2:]
+		key := uint64(uint32(intern(left)))<<32 | uint64(uint32(intern(right)))
+		if _, dup := m.ranks[key]; dup {
+			continue // the first (lowest) rank wins, as in llama.cpp
+		}
+		m.ranks[key] = bpeMerge{rank: int32(rank), id: intern(left + right)}
+	}
+	return m, nil
+}
+
+// bpeSymbol is one node of the doubly linked list of symbols of a word.
+type bpeSymbol struct {
+	id         int32
+	prev, next int32 // -1 at the ends
+}
+
+// bpePair is a candidate merge of two adjacent symbols.
+type bpePair struct {
+	rank        int32
+	left, right int32 // symbol indexes
+	lid, rid    int32 // their ids when the pair was queued, to detect staleness
+	id          int32 // merged symbol id
+}
+
+// bpeScratch holds the buffers one Encode call reuses across words.
+type bpeScratch struct {
+	pieces, tmp []string
+	syms        []bpeSymbol
+	heap        []bpePair
+	word        []byte
+}
+
+// encode appends the tokens of one raw text fragment to out.
+func (m *bpeModel) encode(t *Tokenizer, text string, sc *bpeScratch, out []int32) []int32 {
+	sc.pieces = m.pre.split(text, sc.pieces, sc.tmp)
+	for _, piece := range sc.pieces {
+		if m.pre.ignoreMerges {
+			sc.word = m.appendByteLevel(sc.word[:0], piece)
+			if id, ok := t.toID[string(sc.word)]; ok {
+				out = append(out, id)
+				continue
+			}
+		}
+		out = m.encodeWord(t, piece, sc, out)
+	}
+	return out
+}
+
+// appendByteLevel appends the GPT-2 byte-alphabet form of s to dst.
+func (m *bpeModel) appendByteLevel(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		dst = utf8.AppendRune(dst, m.byteRune[s[i]])
+	}
+	return dst
+}
+
+// encodeWord runs the merge loop on one pre-tokenized piece: repeatedly merge
+// the adjacent pair with the lowest rank (leftmost on ties).
+func (m *bpeModel) encodeWord(t *Tokenizer, word string, sc *bpeScratch, out []int32) []int32 {
+	if len(word) == 1 {
+		return m.emit(t, m.byteSym[word[0]], out)
+	}
+	syms := sc.syms[:0]
+	for i := 0; i < len(word); i++ {
+		syms = append(syms, bpeSymbol{id: m.byteSym[word[i]], prev: int32(i - 1), next: int32(i + 1)})
+	}
+	syms[len(syms)-1].next = -1
+	h := sc.heap[:0]
+	for i := 0; i+1 < len(syms); i++ {
+		h = m.pushPair(h, syms, int32(i), int32(i+1))
+	}
+	for len(h) > 0 {
+		var p bpePair
+		p, h = heapPop(h)
+		l, r := &syms[p.left], &syms[p.right]
+		if l.id != p.lid || r.id != p.rid || l.next != p.right {
+			continue // a neighbour merged since this pair was queued
+		}
+		l.id = p.id
+		l.next = r.next
+		if r.next >= 0 {
+			syms[r.next].prev = p.left
+		}
+		r.id = -1
+		if l.prev >= 0 {
+			h = m.pushPair(h, syms, l.prev, p.left)
+		}
+		if l.next >= 0 {
+			h = m.pushPair(h, syms, p.left, l.next)
+		}
+	}
+	for i := int32(0); i >= 0; i = syms[i].next {
+		out = m.emit(t, syms[i].id, out)
+	}
+	sc.syms, sc.heap = syms, h
+	return out
+}
+
+func (m *bpeModel) pushPair(h []bpePair, syms []bpeSymbol, left, right int32) []bpePair {
+	lid, rid := syms[left].id, syms[right].id
+	mg, ok := m.ranks[uint64(uint32(lid))<<32|uint64(uint32(rid))]
+	if !ok {
+		return h
+	}
+	return heapPush(h, bpePair{rank: mg.rank, left: left, right: right, lid: lid, rid: rid, id: mg.id})
+}
+
+// emit appends symbol id. A symbol the vocabulary lacks is emitted byte by
+// byte of its text, each byte that is itself a token (llama.cpp's fallback),
+// or as UNK.
+func (m *bpeModel) emit(t *Tokenizer, id int32, out []int32) []int32 {
+	if id < m.nVocab {
+		return append(out, id)
+	}
+	text := m.synth[id-m.nVocab]
+	for i := 0; i < len(text); i++ {
+		if tok, ok := t.toID[text[i:i+1]]; ok {
+			out = append(out, tok)
+		} else if t.unk >= 0 {
+			out = append(out, t.unk)
+		}
+	}
+	return out
+}
+
+// pairLess orders the merge queue: lowest rank, then leftmost.
+func pairLess(a, b bpePair) bool {
+	if a.rank != b.rank {
+		return a.rank < b.rank
+	}
+	return a.left < b.left
+}
+
+func heapPush(h []bpePair, p bpePair) []bpePair {
+	h = append(h, p)
+	for i := len(h) - 1; i > 0; {
+		parent := (i - 1) / 2
+		if !pairLess(h[i], h[parent]) {
+			break
+		}
+		h[i], h[parent] = h[parent], h[i]
+		i = parent
+	}
+	return h
+}
+
+func heapPop(h []bpePair) (bpePair, []bpePair) {
+	top := h[0]
+	last := len(h) - 1
+	h[0] = h[last]
+	h = h[:last]
+	for i := 0; ; {
+		l, r, best := 2*i+1, 2*i+2, i
+		if l < len(h) && pairLess(h[l], h[best]) {
+			best = l
+		}
+		if r < len(h) && pairLess(h[r], h[best]) {
+			best = r
+		}
+		if best == i {
+			break
+		}
+		h[i], h[best] = h[best], h[i]
+		i = best
+	}
+	return top, h
+}

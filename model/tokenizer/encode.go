@@ -1,0 +1,116 @@
+package tokenizer
+
+import (
+	"sort"
+	"strings"
+)
+
+// fragment is a piece of the input after special tokens were cut out: either
+// raw text [start, end) or one special token (tok >= 0).
+type fragment struct {
+	tok        int32
+	start, end int
+}
+
+// collectSpecials lists the tokens matched in text before tokenizing:
+// control, user-defined and unknown tokens, longest text first (ties by id,
+// for a deterministic order).
+func (t *Tokenizer) collectSpecials() []int32 {
+	var ids []int32
+	for id, typ := range t.types {
+		switch typ {
+		case TypeControl, TypeUserDefined, TypeUnknown:
+			if t.tokens[id] != "" {
+				ids = append(ids, int32(id))
+			}
+		}
+	}
+	sort.SliceStable(ids, func(a, b int) bool {
+		return len(t.tokens[ids[a]]) > len(t.tokens[ids[b]])
+	})
+	return ids
+}
+
+// partition cuts text at special-token occurrences the way llama.cpp's
+// tokenizer_st_partition does: for each special token, longest first, every
+// occurrence inside the remaining raw fragments becomes a token fragment.
+// Control and unknown tokens take part only when parseSpecial is set.
+func (t *Tokenizer) partition(text string, parseSpecial bool) []fragment {
+	frags := []fragment{{tok: -1, start: 0, end: len(text)}}
+	if text == "" {
+		return nil
+	}
+	var next []fragment
+	for _, id := range t.specials {
+		if !parseSpecial && t.types[id] != TypeUserDefined {
+			continue
+		}
+		tok := t.tokens[id]
+		if !strings.Contains(text, tok) {
+			continue
+		}
+		next = next[:0]
+		for _, f := range frags {
+			if f.tok >= 0 {
+				next = append(next, f)
+				continue
+			}
+			for start := f.start; start < f.end; {
+				i := strings.Index(text[start:f.end], tok)
+				if i < 0 {
+					next = append(next, fragment{tok: -1, start: start, end: f.end})
+					break
+				}
+				if i > 0 {
+					next = append(next, fragment{tok: -1, start: start, end: start + i})
+				}
+				next = append(next, fragment{tok: id})
+				start += i + len(tok)
+			}
+		}
+		frags, next = next, frags
+	}
+	return frags
+}
+
+// Encode turns text into token ids. It never fails: every byte sequence has
+// a tokenization (through byte tokens, or UNK for vocabularies without them).
+func (t *Tokenizer) Encode(text string, opts EncodeOptions) []int32 {
+	out := make([]int32, 0, len(text)/3+2)
+	prevSpecial := true // SentencePiece prefixes a space to text that starts a fragment run
+	if opts.AddBOS && t.bos >= 0 {
+		out = append(out, t.bos)
+	}
+	frags := t.partition(text, opts.ParseSpecial)
+	switch t.kind {
+	case modelBPE:
+		sc, _ := t.scratch.Get().(*bpeScratch)
+		if sc == nil {
+			sc = &bpeScratch{}
+		}
+		for _, f := range frags {
+			if f.tok >= 0 {
+				out = append(out, f.tok)
+				continue
+			}
+			out = t.bpe.encode(t, text[f.start:f.end], sc, out)
+		}
+		t.scratch.Put(sc)
+	case modelSPM:
+		sc, _ := t.scratch.Get().(*spmScratch)
+		if sc == nil {
+			sc = &spmScratch{}
+		}
+		for _, f := range frags {
+			if f.tok >= 0 {
+				out = append(out, f.tok)
+				prevSpecial = true
+				continue
+			}
+			out = t.spm.encode(t, text[f.start:f.end], t.addSpacePrefix && prevSpecial, sc, out)
+			prevSpecial = false
+		}
+		t.scratch.Put(sc)
+	}
+	return out
+}
