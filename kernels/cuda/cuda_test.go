@@ -1,0 +1,217 @@
+package cuda
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/tandemserve/tandem/kernels"
+	"github.com/tandemserve/tandem/kernels/quant"
+)
+
+// These tests run everywhere: they cover the loader's failure paths and the
+// host-side bookkeeping. Tests that need a GPU are in gpu_test.go.
+
+func TestNewWithoutLibraryIsErrNoCUDA(t *testing.T) {
+	dir := t.TempDir()
+	garbage := filepath.Join(dir, "libtandem_cuda.so")
+	if err := os.WriteFile(garbage, []byte("not an ELF file"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		cfg     Config
+		want    error
+		wantMsg string
+	}{
+		{"missing file", Config{LibPath: filepath.Join(dir, "missing", "libtandem_cuda.so")}, ErrNoCUDA, "libtandem_cuda.so not found (run make kernels)"},
+		{"not a library", Config{LibPath: garbage}, ErrNoCUDA, "loading " + garbage},
+		{"negative device", Config{Device: -1}, ErrInvalidArgument, "device -1"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := New(tc.cfg)
+			if err == nil {
+				b.Close()
+				t.Fatal("New succeeded")
+			}
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("error %v does not wrap %v", err, tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.wantMsg) {
+				t.Fatalf("error %q does not mention %q", err, tc.wantMsg)
+			}
+		})
+	}
+}
+
+// TestNewDefaultWithoutGPU checks the message a CPU-only host gets from the
+// default search: either the library is not built, or it is and there is
+// no device.
+func TestNewDefaultWithoutGPU(t *testing.T) {
+	b, err := New(DefaultConfig())
+	if err == nil {
+		b.Close()
+		t.Skip("a CUDA device is present")
+	}
+	if !errors.Is(err, ErrNoCUDA) {
+		t.Fatalf("error %v does not wrap ErrNoCUDA", err)
+	}
+	msg := err.Error()
+	if !strings.Contains(msg, "not found (run make kernels)") && !strings.Contains(msg, "no CUDA device") {
+		t.Fatalf("unclear error %q", msg)
+	}
+	t.Log(msg)
+}
+
+func TestDevices(t *testing.T) {
+	if _, err := Devices(filepath.Join(t.TempDir(), "none.so")); !errors.Is(err, ErrNoCUDA) {
+		t.Fatalf("Devices with no library: %v, want ErrNoCUDA", err)
+	}
+	lib := filepath.Join("build", libName)
+	if _, err := os.Stat(lib); err != nil {
+		t.Skip("library not built (make kernels)")
+	}
+	devs, err := Devices(lib)
+	if err != nil {
+		t.Fatalf("Devices: %v", err)
+	}
+	for _, d := range devs {
+		if d.Name == "" || d.TotalMemory == 0 || d.ComputeCapability[0] == 0 {
+			t.Errorf("incomplete device info %+v", d)
+		}
+	}
+	t.Logf("%d devices: %+v", len(devs), devs)
+}
+
+func TestPeakBandwidth(t *testing.T) {
+	tests := []struct {
+		info DeviceInfo
+		want float64
+	}{
+		{DeviceInfo{MemoryClockKHz: 2_619_000, MemoryBusBits: 5120}, 2 * 2_619_000e3 * 5120 / 8},
+		{DeviceInfo{Name: "NVIDIA H200"}, 4.8e12},
+		{DeviceInfo{Name: "NVIDIA H100 80GB HBM3"}, 3.35e12},
+		{DeviceInfo{Name: "NVIDIA H100 PCIe"}, 2.0e12},
+		{DeviceInfo{Name: "some gpu"}, 0},
+	}
+	for _, tc := range tests {
+		if got := tc.info.PeakBandwidth(); got != tc.want {
+			t.Errorf("%+v: PeakBandwidth = %g, want %g", tc.info, got, tc.want)
+		}
+	}
+}
+
+func TestSupported(t *testing.T) {
+	for _, tc := range []struct {
+		t    quant.Type
+		want bool
+	}{
+		{quant.F32, true}, {quant.F16, true}, {quant.BF16, true}, {quant.Q4_0, true},
+		{quant.Q4_1, true}, {quant.Q8_0, true}, {quant.Q4_K, false}, {quant.Q6_K, false}, {quant.Q5_0, false},
+	} {
+		if got := Supported(tc.t); got != tc.want {
+			t.Errorf("Supported(%v) = %v, want %v", tc.t, got, tc.want)
+		}
+	}
+}
+
+func TestAttentionTasks(t *testing.T) {
+	spec := kernels.KVSpec{Layers: 1, Blocks: 8, BlockSize: 4, KVHeads: 1, HeadDim: 8}
+	pad := []int32{-1, 0, 0, 0}
+	cat := func(parts ...[]int32) []int32 {
+		var out []int32
+		for _, p := range parts {
+			out = append(out, p...)
+		}
+		return out
+	}
+	tests := []struct {
+		name       string
+		p          kernels.AttnParams
+		qRows      int
+		wantTasks  []int32
+		wantTables []int32
+	}{
+		{
+			name:  "decode, GQA group of 3 in one thread block",
+			p:     kernels.AttnParams{Heads: 3, KVHeads: 1, Seqs: []kernels.AttnSeq{{QueryStart: 0, QueryLen: 1, KVLen: 6, Blocks: []int32{5, 2, 7}}}},
+			qRows: 1,
+			// KVLen 6 uses 2 of the 3 listed blocks.
+			wantTasks:  cat([]int32{0, 0, 6, 0, 0, 1, 6, 0, 0, 2, 6, 0}, pad),
+			wantTables: []int32{5, 2},
+		},
+		{
+			name: "prefill then decode, two KV heads",
+			p: kernels.AttnParams{Heads: 2, KVHeads: 2, Seqs: []kernels.AttnSeq{
+				{QueryStart: 0, QueryLen: 2, KVLen: 2, Blocks: []int32{1}},
+				{QueryStart: 2, QueryLen: 1, KVLen: 5, Blocks: []int32{3, 4}},
+			}},
+			qRows: 3,
+			wantTasks: cat(
+				[]int32{0, 0, 1, 0, 1, 0, 2, 0}, pad, pad, // seq 0, kv head 0: rows 0,1
+				[]int32{0, 1, 1, 0, 1, 1, 2, 0}, pad, pad, // seq 0, kv head 1
+				[]int32{2, 0, 5, 1}, pad, pad, pad, // seq 1, kv head 0
+				[]int32{2, 1, 5, 1}, pad, pad, pad, // seq 1, kv head 1
+			),
+			wantTables: []int32{1, 3, 4},
+		},
+		{
+			name:  "empty sequence contributes nothing",
+			p:     kernels.AttnParams{Heads: 1, KVHeads: 1, Seqs: []kernels.AttnSeq{{QueryStart: 0, QueryLen: 0, KVLen: 0}}},
+			qRows: 1,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tasks, tables, err := attentionTasks(tc.p, tc.qRows, spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.wantTasks, tasks); diff != "" {
+				t.Errorf("tasks (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tc.wantTables, tables); diff != "" {
+				t.Errorf("tables (-want +got):\n%s", diff)
+			}
+			if len(tasks)%(taskInts*attnWarps) != 0 {
+				t.Errorf("%d task ints is not whole thread blocks", len(tasks))
+			}
+		})
+	}
+}
+
+func TestAttentionTasksRejectsBadSequences(t *testing.T) {
+	spec := kernels.KVSpec{Layers: 1, Blocks: 4, BlockSize: 4, KVHeads: 1, HeadDim: 8}
+	tests := []struct {
+		name string
+		seq  kernels.AttnSeq
+	}{
+		{"query rows past the tensor", kernels.AttnSeq{QueryStart: 1, QueryLen: 2, KVLen: 2, Blocks: []int32{0}}},
+		{"negative start", kernels.AttnSeq{QueryStart: -1, QueryLen: 1, KVLen: 1, Blocks: []int32{0}}},
+		{"more queries than keys", kernels.AttnSeq{QueryStart: 0, QueryLen: 2, KVLen: 1, Blocks: []int32{0}}},
+		{"too few blocks", kernels.AttnSeq{QueryStart: 0, QueryLen: 1, KVLen: 5, Blocks: []int32{0}}},
+		{"block out of range", kernels.AttnSeq{QueryStart: 0, QueryLen: 1, KVLen: 1, Blocks: []int32{4}}},
+		{"negative block", kernels.AttnSeq{QueryStart: 0, QueryLen: 1, KVLen: 1, Blocks: []int32{-1}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := kernels.AttnParams{Heads: 1, KVHeads: 1, Seqs: []kernels.AttnSeq{tc.seq}}
+			if _, _, err := attentionTasks(p, 2, spec); !errors.Is(err, ErrInvalidArgument) {
+				t.Fatalf("err = %v, want ErrInvalidArgument", err)
+			}
+		})
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Fatalf("default config: %v", err)
+	}
+	if err := (Config{Device: -2}).Validate(); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("negative device: %v", err)
+	}
+}
