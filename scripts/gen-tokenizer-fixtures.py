@@ -5,6 +5,9 @@ Writes, into testdata/tokenizer/:
   smollm2.json     SmolLM2-135M-Instruct (byte-level BPE, pre-tokenizer "smollm")
   stories260k.json stories260K (SentencePiece-style llama BPE)
   chat.json        chat templates rendered by Jinja, as Hugging Face renders them
+  pretok.json      pre-tokenizer pieces from the `regex` module running llama.cpp's
+                   expression lists (matches and the text between them become pieces,
+                   each expression applied to the pieces of the one before)
 
 References
   SmolLM2: Hugging Face `tokenizers` with the GGUF's vocabulary and merges (loaded by
@@ -19,7 +22,7 @@ References
   is run too and recorded where it differs.
 
 Usage: python3 scripts/gen-tokenizer-fixtures.py [--smollm2 PATH] [--stories PATH]
-Needs: pip install gguf transformers tokenizers sentencepiece protobuf jinja2
+Needs: pip install gguf transformers tokenizers sentencepiece protobuf jinja2 regex
 """
 
 import argparse
@@ -434,6 +437,48 @@ def chat_fixture(smollm2_template):
     return {"reference": "jinja2 ImmutableSandboxedEnvironment(trim_blocks, lstrip_blocks), as transformers' apply_chat_template", "templates": out}
 
 
+GPT2_RE = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
+LLAMA3_RE = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+             r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_RE = LLAMA3_RE.replace(r"\p{N}{1,3}", r"\p{N}")
+# llama.cpp's expression lists per tokenizer.ggml.pre (llama-vocab.cpp).
+PRETOKENIZERS = {
+    "gpt2": [GPT2_RE],
+    "smollm": [r"\p{N}", GPT2_RE],
+    "llama3": [LLAMA3_RE],
+    "qwen2": [QWEN2_RE],
+    "default": [r"[\p{P}\$\+<=>\^~\|]+", GPT2_RE, r"\p{N}+", r"[0-9][0-9][0-9]"],
+}
+
+
+def regex_split(text, exprs):
+    import regex
+
+    pieces = [text] if text else []
+    for e in exprs:
+        pat = regex.compile(e)
+        nxt = []
+        for p in pieces:
+            last = 0
+            for m in pat.finditer(p):
+                if m.start() > last:
+                    nxt.append(p[last:m.start()])
+                if m.end() > m.start():
+                    nxt.append(m.group())
+                last = m.end()
+            if last < len(p):
+                nxt.append(p[last:])
+        pieces = nxt
+    return pieces
+
+
+def pretok_fixture(texts):
+    cases = [{"text": s, "pieces": {name: regex_split(s, exprs) for name, exprs in PRETOKENIZERS.items()}}
+             for s in texts]
+    return {"reference": "python regex module, llama.cpp expression lists", "expressions": PRETOKENIZERS,
+            "cases": cases}
+
+
 def write(name, obj):
     os.makedirs(OUT, exist_ok=True)
     p = os.path.join(OUT, name)
@@ -455,6 +500,7 @@ def main():
     write("smollm2.json", smollm2_fixture(args.smollm2, texts))
     write("stories260k.json", stories_fixture(args.stories, texts))
     write("chat.json", chat_fixture(tmpl))
+    write("pretok.json", pretok_fixture(texts))
 
 
 if __name__ == "__main__":

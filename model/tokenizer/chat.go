@@ -181,8 +181,12 @@ func (c *chatTemplate) renderLlama3(b *strings.Builder, msgs []Message, gen bool
 // turns must alternate starting with user, and other roles at assistant
 // positions render as nothing. The template has no generation prompt.
 func (c *chatTemplate) renderLlama2(b *strings.Builder, msgs []Message) error {
+	if len(msgs) == 0 {
+		// The template reads messages[0] unconditionally.
+		return fmt.Errorf("%w: llama2 template needs at least one message", ErrInvalidMessage)
+	}
 	system, hasSystem := "", false
-	if len(msgs) > 0 && msgs[0].Role == "system" {
+	if msgs[0].Role == "system" {
 		system, hasSystem = msgs[0].Content, true
 		msgs = msgs[1:]
 	}
