@@ -1,0 +1,114 @@
+// Shared declarations of the C side of Tandem's CPU backend.
+//
+// Layout contracts:
+//   * Weights are ggml blocks exactly as stored in GGUF (see tk_dequant.c).
+//   * Activations are quantized once per MatMul into one of two internal
+//     formats: tk_q8a (32 values, for the legacy 32-value quants) or tk_q8k
+//     (256 values, for the K-quants). Both use a symmetric scale
+//     d = max|x|/127 and round to nearest even, so a row's quantized form
+//     depends only on that row (batch invariance).
+//   * Float weights (F32, F16, BF16) are dotted against the f32 row directly.
+#ifndef TANDEM_TK_H
+#define TANDEM_TK_H
+
+// Keep the compiler from fusing a*b+c into an FMA differently in differently
+// unrolled copies of a kernel, which would break batch invariance. (cgo does
+// not accept -ffp-contract=off on the command line.)
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=off")
+#elif defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum {
+	TK_F32 = 0,
+	TK_F16 = 1,
+	TK_Q4_0 = 2,
+	TK_Q4_1 = 3,
+	TK_Q5_0 = 6,
+	TK_Q5_1 = 7,
+	TK_Q8_0 = 8,
+	TK_Q4_K = 12,
+	TK_Q5_K = 13,
+	TK_Q6_K = 14,
+	TK_BF16 = 30,
+};
+
+// tk_q8a is one 32-value activation block. s = d*sum(qs) lets the kernels fold
+// weight offsets (Q4_1/Q5_1 mins) and unsigned-nibble biases into one scalar.
+typedef struct {
+	float d;
+	float s;
+	int8_t qs[32];
+} tk_q8a;
+
+// tk_q8k is one 256-value activation block; bsums are sums of 16-value groups,
+// used by the K-quant mins.
+typedef struct {
+	float d;
+	int16_t bsums[16];
+	int8_t qs[256];
+} tk_q8k;
+
+// tk_tile computes out[j*ldo + i] = dot(weight row i, activation row j) for
+// i < mr, j < nr. nb is the number of weight blocks per row; w points at row 0
+// with rows wstride bytes apart; a points at activation row 0 with rows
+// astride bytes apart. Every (i, j) pair must be computed with the same
+// sequence of floating-point operations whatever mr and nr are: that is what
+// makes MatMul batch-invariant.
+typedef void (*tk_tile_fn)(int nb, const uint8_t *w, size_t wstride, int mr,
+                           const uint8_t *a, size_t astride, int nr, float *out,
+                           size_t ldo);
+
+// tk_kernels is the set of kernels of one instruction-set level.
+typedef struct {
+	const char *name;
+	int mr, nr;  // largest tile the kernels accept
+	tk_tile_fn tile[31];  // indexed by weight type; NULL when unsupported
+	// Attention helpers on one head vector of n values.
+	float (*dot_f16)(const float *q, const uint16_t *k, int n);
+	void (*axpy_f16)(float *acc, float p, const uint16_t *v, int n);
+	float (*dot_i8)(const float *q, const int8_t *k, int n);
+	void (*axpy_i8)(float *acc, float p, const int8_t *v, int n);
+	void (*scale)(float *acc, float alpha, int n);
+} tk_kernels;
+
+// Kernel tables; tk_kernels_avx2/avx512 return NULL when not compiled in.
+void tk_kernels_generic(tk_kernels *k);
+int tk_kernels_avx2(tk_kernels *k);
+int tk_kernels_avx512(tk_kernels *k);
+// tk_select fills k with the fastest level this CPU runs; level is 0
+// (portable), 1 (AVX2+FMA+F16C) or 2 (AVX-512 VNNI); max_level caps it.
+int tk_select(tk_kernels *k, int max_level);
+
+// Half floats.
+float tk_f16_to_f32(uint16_t h);
+uint16_t tk_f32_to_f16(float f);
+
+// Activation quantization of one row of n values (n a multiple of the block).
+void tk_quantize_q8a(const float *x, tk_q8a *y, int n);
+void tk_quantize_q8k(const float *x, tk_q8k *y, int n);
+// tk_act_bytes is the size of one quantized activation row for weight type t,
+// 0 for float types (which use the f32 row).
+size_t tk_act_bytes(int t, int n);
+
+// tk_dequant_row decodes n values of type t into y; returns 0 or -1 for an
+// unsupported type.
+int tk_dequant_row(int t, const uint8_t *x, float *y, int n);
+// tk_row_bytes is the encoded size of n values of type t.
+size_t tk_row_bytes(int t, int n);
+
+// Worker pool.
+typedef struct tk_pool tk_pool;
+typedef void (*tk_task_fn)(void *arg, int ith, int nth);
+tk_pool *tk_pool_new(int nthreads);
+int tk_pool_threads(const tk_pool *p);
+// tk_pool_run runs fn(arg, ith, nth) on every thread (the caller is ith 0)
+// and returns when all have finished.
+void tk_pool_run(tk_pool *p, tk_task_fn fn, void *arg);
+void tk_pool_free(tk_pool *p);
+
+#endif

@@ -1,0 +1,35 @@
+// AVX-512 VNNI kernels (Intel Ice Lake / AMD Zen 4 on): 256-bit vectors with
+// the EVEX encoding, which gives the tiles 32 registers and vpdpbusd, the
+// u8 x s8 dot product that replaces maddubs+madd.
+#include <string.h>
+
+#include "tk.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")
+#include <immintrin.h>
+
+#define SFX(n) n##_avx512
+#define TK_VNNI 1
+#define TK_MR 4
+#define TK_NR 4
+#include "tk_simd.h"
+
+int tk_kernels_avx512(tk_kernels *k) {
+	__builtin_cpu_init();
+	if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") ||
+	    !__builtin_cpu_supports("f16c") || !__builtin_cpu_supports("avx512f") ||
+	    !__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("avx512vl") ||
+	    !__builtin_cpu_supports("avx512vnni")) {
+		return 0;
+	}
+	SFX(fill)(k);
+	k->name = "avx512vnni";
+	return 1;
+}
+#else
+int tk_kernels_avx512(tk_kernels *k) {
+	(void)k;
+	return 0;
+}
+#endif

@@ -1,0 +1,101 @@
+// MatMul driver: quantize the activation rows once, then sweep tiles of
+// weight rows x activation rows over the pool.
+#include <stdatomic.h>
+#include <string.h>
+
+#include "tk.h"
+
+// Activation rows are swept in panels of TB rows so a panel's quantized rows
+// stay in L2 while every weight tile of a thread's slice passes over them.
+enum { TB = 64 };
+
+typedef struct {
+	const tk_kernels *k;
+	tk_tile_fn fn;
+	int type;
+	const uint8_t *w;
+	size_t ws;
+	int rows, cols, nb;
+	const float *x;
+	int T;
+	uint8_t *a;  // quantized rows, or x itself for float weights
+	size_t as;
+	float *out;
+} mm_args;
+
+static void quant_task(void *v, int ith, int nth) {
+	mm_args *m = v;
+	for (int t = ith; t < m->T; t += nth) {
+		const float *x = m->x + (size_t)t * m->cols;
+		uint8_t *y = m->a + (size_t)t * m->as;
+		if (m->type == TK_Q4_K || m->type == TK_Q5_K || m->type == TK_Q6_K) {
+			tk_quantize_q8k(x, (tk_q8k *)y, m->cols);
+		} else {
+			tk_quantize_q8a(x, (tk_q8a *)y, m->cols);
+		}
+	}
+}
+
+static void mm_task(void *v, int ith, int nth) {
+	mm_args *m = v;
+	const int mr = m->k->mr, nr = m->k->nr;
+	// Contiguous row slices, rounded to whole tiles, one per thread.
+	int tiles = (m->rows + mr - 1) / mr;
+	int per = (tiles + nth - 1) / nth;
+	int r0 = ith * per * mr;
+	int r1 = r0 + per * mr;
+	if (r1 > m->rows) {
+		r1 = m->rows;
+	}
+	for (int t0 = 0; t0 < m->T; t0 += TB) {
+		int t1 = t0 + TB < m->T ? t0 + TB : m->T;
+		for (int r = r0; r < r1; r += mr) {
+			int nr_rows = r1 - r < mr ? r1 - r : mr;
+			const uint8_t *w = m->w + (size_t)r * m->ws;
+			for (int t = t0; t < t1; t += nr) {
+				int nt = t1 - t < nr ? t1 - t : nr;
+				m->fn(m->nb, w, m->ws, nr_rows, m->a + (size_t)t * m->as, m->as, nt,
+				      m->out + (size_t)t * m->rows + r, (size_t)m->rows);
+			}
+		}
+	}
+}
+
+// tk_matmul sets out[T, rows] = x[T, cols] . w^T. scratch holds at least
+// T*tk_act_bytes(type, cols) bytes. Returns -1 for an unsupported type.
+int tk_matmul(tk_pool *p, const tk_kernels *k, int type, const uint8_t *w, int rows,
+              int cols, const float *x, int T, float *out, uint8_t *scratch) {
+	if (type < 0 || type > 30 || !k->tile[type]) {
+		return -1;
+	}
+	mm_args m = {
+	    .k = k,
+	    .fn = k->tile[type],
+	    .type = type,
+	    .w = w,
+	    .ws = tk_row_bytes(type, cols),
+	    .rows = rows,
+	    .cols = cols,
+	    .x = x,
+	    .T = T,
+	    .out = out,
+	};
+	size_t ab = tk_act_bytes(type, cols);
+	if (ab == 0) {
+		m.nb = cols;
+		m.a = (uint8_t *)x;
+		m.as = (size_t)cols * 4;
+	} else {
+		m.nb = cols / (type == TK_Q4_K || type == TK_Q5_K || type == TK_Q6_K ? 256 : 32);
+		m.a = scratch;
+		m.as = ab;
+		// One row is cheaper to quantize here than to hand to the pool.
+		if (T == 1) {
+			quant_task(&m, 0, 1);
+		} else {
+			tk_pool_run(p, quant_task, &m);
+		}
+	}
+	tk_pool_run(p, mm_task, &m);
+	return 0;
+}

@@ -1,0 +1,290 @@
+// SIMD kernels shared by the AVX2 and AVX-512 levels. The including file sets
+// the target (pragma GCC target), SFX (name suffix), TK_VNNI (1: use
+// _mm256_dpbusd_epi32, 0: maddubs+madd) and TK_MR/TK_NR (tile shape).
+//
+// Every (weight row, activation row) pair owns one 8-lane accumulator and sees
+// the same instructions whatever the tile shape: the tile only decides how
+// many pairs share a weight or activation load. Integer block sums are exact,
+// so the only rounding is the per-block float FMA and the final fixed-order
+// horizontal sum.
+
+static inline float SFX(hsum)(__m256 v) {
+	__m128 lo = _mm256_castps256_ps128(v);
+	__m128 hi = _mm256_extractf128_ps(v, 1);
+	lo = _mm_add_ps(lo, hi);
+	lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+	lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+	return _mm_cvtss_f32(lo);
+}
+
+static inline float SFX(h2f)(const uint8_t *p) {
+	uint16_t h;
+	memcpy(&h, p, 2);
+	return _cvtsh_ss(h);
+}
+
+// dpb returns the 8 int32 lane sums of u8(u) * s8(s) over groups of four bytes.
+static inline __m256i SFX(dpb)(__m256i u, __m256i s) {
+#if TK_VNNI
+	return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+#else
+	__m256i p16 = _mm256_maddubs_epi16(u, s);  // no saturation: |u*s*2| <= 32512
+	return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+#endif
+}
+
+// bits32 expands the 32 bits at p to 32 bytes of 0xff (bit set) or 0.
+static inline __m256i SFX(bits32)(const uint8_t *p) {
+	uint32_t x;
+	memcpy(&x, p, 4);
+	const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
+	                                       0x0101010101010101, 0x0000000000000000);
+	__m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x), shuf);
+	bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+	return _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1));
+}
+
+// nibbles unpacks 16 bytes into 32 values: low nibbles first, then high.
+static inline __m256i SFX(nibbles)(const uint8_t *p) {
+	__m128i q = _mm_loadu_si128((const __m128i *)p);
+	__m128i m = _mm_set1_epi8(0x0f);
+	return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m), _mm_and_si128(q, m));
+}
+
+// legacy_body is the tile kernel of the 32-value quants. T, MR and NR are
+// compile-time constants at every call, so the accumulators stay in registers.
+static inline __attribute__((always_inline)) void SFX(legacy_body)(
+    const int T, int nb, const uint8_t *w, size_t ws, const int MR, const uint8_t *a,
+    size_t as, const int NR, float *out, size_t ldo) {
+	__m256 acc[TK_MR][TK_NR];
+	float summ[TK_MR][TK_NR];
+	for (int i = 0; i < MR; i++) {
+		for (int j = 0; j < NR; j++) {
+			acc[i][j] = _mm256_setzero_ps();
+			summ[i][j] = 0;
+		}
+	}
+	const size_t bb = T == TK_Q4_0 ? 18 : T == TK_Q4_1 ? 20 : T == TK_Q5_0 ? 22 : T == TK_Q5_1 ? 24 : 34;
+	const __m256i bit4 = _mm256_set1_epi8(0x10);
+	for (int b = 0; b < nb; b++) {
+		__m256i wq[TK_MR];
+		__m256 dw[TK_MR];
+		float mw[TK_MR];
+		for (int i = 0; i < MR; i++) {
+			const uint8_t *p = w + (size_t)i * ws + (size_t)b * bb;
+			float d = SFX(h2f)(p);
+			dw[i] = _mm256_set1_ps(d);
+			switch (T) {
+			case TK_Q4_0:
+				wq[i] = SFX(nibbles)(p + 2);
+				mw[i] = -8.0f * d;
+				break;
+			case TK_Q4_1:
+				wq[i] = SFX(nibbles)(p + 4);
+				mw[i] = SFX(h2f)(p + 2);
+				break;
+			case TK_Q5_0:
+				wq[i] = _mm256_or_si256(SFX(nibbles)(p + 6), _mm256_and_si256(SFX(bits32)(p + 2), bit4));
+				mw[i] = -16.0f * d;
+				break;
+			case TK_Q5_1:
+				wq[i] = _mm256_or_si256(SFX(nibbles)(p + 8), _mm256_and_si256(SFX(bits32)(p + 4), bit4));
+				mw[i] = SFX(h2f)(p + 2);
+				break;
+			default:  // Q8_0
+				wq[i] = _mm256_loadu_si256((const __m256i *)(p + 2));
+				mw[i] = 0;
+			}
+		}
+		for (int j = 0; j < NR; j++) {
+			const tk_q8a *ab = (const tk_q8a *)(a + (size_t)j * as) + b;
+			__m256i aq = _mm256_loadu_si256((const __m256i *)ab->qs);
+			__m256 da = _mm256_set1_ps(ab->d);
+			for (int i = 0; i < MR; i++) {
+				__m256i l;
+				if (T == TK_Q8_0) {  // signed x signed: move the sign onto a
+					l = SFX(dpb)(_mm256_abs_epi8(wq[i]), _mm256_sign_epi8(aq, wq[i]));
+				} else {
+					l = SFX(dpb)(wq[i], aq);
+				}
+				acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(l), _mm256_mul_ps(dw[i], da), acc[i][j]);
+				if (T != TK_Q8_0) {
+					summ[i][j] += mw[i] * ab->s;
+				}
+			}
+		}
+	}
+	for (int j = 0; j < NR; j++) {
+		for (int i = 0; i < MR; i++) {
+			out[(size_t)j * ldo + i] = SFX(hsum)(acc[i][j]) + summ[i][j];
+		}
+	}
+}
+
+// load8 converts 8 weights of a float type at element k of row p to f32.
+static inline __m256 SFX(load8)(const int T, const uint8_t *p, int k) {
+	switch (T) {
+	case TK_F16:
+		return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 2 * k)));
+	case TK_BF16:
+		return _mm256_castsi256_ps(_mm256_slli_epi32(
+		    _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p + 2 * k))), 16));
+	default:
+		return _mm256_loadu_ps((const float *)(p + 4 * k));
+	}
+}
+
+static inline float SFX(load1)(const int T, const uint8_t *p, int k) {
+	float f;
+	uint32_t b;
+	switch (T) {
+	case TK_F16:
+		return SFX(h2f)(p + 2 * k);
+	case TK_BF16:
+		b = (uint32_t)(p[2 * k] | p[2 * k + 1] << 8) << 16;
+		memcpy(&f, &b, 4);
+		return f;
+	default:
+		memcpy(&f, p + 4 * k, 4);
+		return f;
+	}
+}
+
+// float_body dots float weights with f32 activation rows; n is the column
+// count: 8-lane FMAs, then the tail in order.
+static inline __attribute__((always_inline)) void SFX(float_body)(
+    const int T, int n, const uint8_t *w, size_t ws, const int MR, const uint8_t *a,
+    size_t as, const int NR, float *out, size_t ldo) {
+	__m256 acc[TK_MR][TK_NR];
+	for (int i = 0; i < MR; i++) {
+		for (int j = 0; j < NR; j++) acc[i][j] = _mm256_setzero_ps();
+	}
+	int k = 0;
+	for (; k + 8 <= n; k += 8) {
+		__m256 wv[TK_MR];
+		for (int i = 0; i < MR; i++) wv[i] = SFX(load8)(T, w + (size_t)i * ws, k);
+		for (int j = 0; j < NR; j++) {
+			__m256 xv = _mm256_loadu_ps((const float *)(a + (size_t)j * as) + k);
+			for (int i = 0; i < MR; i++) acc[i][j] = _mm256_fmadd_ps(wv[i], xv, acc[i][j]);
+		}
+	}
+	for (int j = 0; j < NR; j++) {
+		const float *x = (const float *)(a + (size_t)j * as);
+		for (int i = 0; i < MR; i++) {
+			float s = SFX(hsum)(acc[i][j]);
+			for (int kk = k; kk < n; kk++) s += SFX(load1)(T, w + (size_t)i * ws, kk) * x[kk];
+			out[(size_t)j * ldo + i] = s;
+		}
+	}
+}
+
+// DISPATCH instantiates BODY for every tile shape up to TK_MR x TK_NR.
+#define TILE_FN(NAME, BODY, T)                                                              \
+	static void SFX(NAME)(int nb, const uint8_t *w, size_t ws, int mr, const uint8_t *a,  \
+	                      size_t as, int nr, float *out, size_t ldo) {                  \
+		switch (mr * 8 + nr) {                                                      \
+		case 1 * 8 + 1: SFX(BODY)(T, nb, w, ws, 1, a, as, 1, out, ldo); return;     \
+		case 1 * 8 + 2: SFX(BODY)(T, nb, w, ws, 1, a, as, 2, out, ldo); return;     \
+		case 2 * 8 + 1: SFX(BODY)(T, nb, w, ws, 2, a, as, 1, out, ldo); return;     \
+		case 2 * 8 + 2: SFX(BODY)(T, nb, w, ws, 2, a, as, 2, out, ldo); return;     \
+		case 3 * 8 + 1: SFX(BODY)(T, nb, w, ws, 3, a, as, 1, out, ldo); return;     \
+		case 3 * 8 + 2: SFX(BODY)(T, nb, w, ws, 3, a, as, 2, out, ldo); return;     \
+		case 4 * 8 + 1: SFX(BODY)(T, nb, w, ws, 4, a, as, 1, out, ldo); return;     \
+		case 4 * 8 + 2: SFX(BODY)(T, nb, w, ws, 4, a, as, 2, out, ldo); return;     \
+		}                                                                           \
+		TILE_WIDE(BODY, T)                                                          \
+	}
+
+#if TK_NR > 2
+#define TILE_WIDE(BODY, T)                                                    \
+	switch (mr * 8 + nr) {                                                \
+	case 1 * 8 + 3: SFX(BODY)(T, nb, w, ws, 1, a, as, 3, out, ldo); return; \
+	case 1 * 8 + 4: SFX(BODY)(T, nb, w, ws, 1, a, as, 4, out, ldo); return; \
+	case 2 * 8 + 3: SFX(BODY)(T, nb, w, ws, 2, a, as, 3, out, ldo); return; \
+	case 2 * 8 + 4: SFX(BODY)(T, nb, w, ws, 2, a, as, 4, out, ldo); return; \
+	case 3 * 8 + 3: SFX(BODY)(T, nb, w, ws, 3, a, as, 3, out, ldo); return; \
+	case 3 * 8 + 4: SFX(BODY)(T, nb, w, ws, 3, a, as, 4, out, ldo); return; \
+	case 4 * 8 + 3: SFX(BODY)(T, nb, w, ws, 4, a, as, 3, out, ldo); return; \
+	case 4 * 8 + 4: SFX(BODY)(T, nb, w, ws, 4, a, as, 4, out, ldo); return; \
+	}
+#else
+#define TILE_WIDE(BODY, T)
+#endif
+
+TILE_FN(tile_q4_0, legacy_body, TK_Q4_0)
+TILE_FN(tile_q4_1, legacy_body, TK_Q4_1)
+TILE_FN(tile_q5_0, legacy_body, TK_Q5_0)
+TILE_FN(tile_q5_1, legacy_body, TK_Q5_1)
+TILE_FN(tile_q8_0, legacy_body, TK_Q8_0)
+TILE_FN(tile_f32, float_body, TK_F32)
+TILE_FN(tile_f16, float_body, TK_F16)
+TILE_FN(tile_bf16, float_body, TK_BF16)
+
+static float SFX(dot_f16)(const float *q, const uint16_t *k, int n) {
+	__m256 acc = _mm256_setzero_ps();
+	int i = 0;
+	for (; i + 8 <= n; i += 8) {
+		__m256 kv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + i)));
+		acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), kv, acc);
+	}
+	float s = SFX(hsum)(acc);
+	for (; i < n; i++) s += q[i] * _cvtsh_ss(k[i]);
+	return s;
+}
+
+static void SFX(axpy_f16)(float *acc, float p, const uint16_t *v, int n) {
+	__m256 pv = _mm256_set1_ps(p);
+	int i = 0;
+	for (; i + 8 <= n; i += 8) {
+		__m256 vv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + i)));
+		_mm256_storeu_ps(acc + i, _mm256_fmadd_ps(pv, vv, _mm256_loadu_ps(acc + i)));
+	}
+	for (; i < n; i++) acc[i] += p * _cvtsh_ss(v[i]);
+}
+
+static inline __m256 SFX(i8x8)(const int8_t *p) {
+	return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+}
+
+static float SFX(dot_i8)(const float *q, const int8_t *k, int n) {
+	__m256 acc = _mm256_setzero_ps();
+	int i = 0;
+	for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), SFX(i8x8)(k + i), acc);
+	float s = SFX(hsum)(acc);
+	for (; i < n; i++) s += q[i] * (float)k[i];
+	return s;
+}
+
+static void SFX(axpy_i8)(float *acc, float p, const int8_t *v, int n) {
+	__m256 pv = _mm256_set1_ps(p);
+	int i = 0;
+	for (; i + 8 <= n; i += 8) {
+		_mm256_storeu_ps(acc + i, _mm256_fmadd_ps(pv, SFX(i8x8)(v + i), _mm256_loadu_ps(acc + i)));
+	}
+	for (; i < n; i++) acc[i] += p * (float)v[i];
+}
+
+static void SFX(scale)(float *acc, float alpha, int n) {
+	__m256 av = _mm256_set1_ps(alpha);
+	int i = 0;
+	for (; i + 8 <= n; i += 8) _mm256_storeu_ps(acc + i, _mm256_mul_ps(_mm256_loadu_ps(acc + i), av));
+	for (; i < n; i++) acc[i] *= alpha;
+}
+
+static void SFX(fill)(tk_kernels *k) {
+	k->mr = TK_MR;
+	k->nr = TK_NR;
+	k->tile[TK_Q4_0] = SFX(tile_q4_0);
+	k->tile[TK_Q4_1] = SFX(tile_q4_1);
+	k->tile[TK_Q5_0] = SFX(tile_q5_0);
+	k->tile[TK_Q5_1] = SFX(tile_q5_1);
+	k->tile[TK_Q8_0] = SFX(tile_q8_0);
+	k->tile[TK_F32] = SFX(tile_f32);
+	k->tile[TK_F16] = SFX(tile_f16);
+	k->tile[TK_BF16] = SFX(tile_bf16);
+	k->dot_f16 = SFX(dot_f16);
+	k->axpy_f16 = SFX(axpy_f16);
+	k->dot_i8 = SFX(dot_i8);
+	k->axpy_i8 = SFX(axpy_i8);
+	k->scale = SFX(scale);
+}
