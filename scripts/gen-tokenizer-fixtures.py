@@ -75,6 +75,8 @@ def corpus():
         "next\u0085line",
         "vertical\x0btab and\x0cform feed",
         "unit\x1fseparator",
+        "controls \x00\x04\x06\x13\x14\x16\x1d\x7f end",
+        "a\x06b",
         "I'm here",
         "you're right, they've gone, we'll see, he'd know",
         "WE'LL SHOUT, IT'S LOUD, I'M SURE",

@@ -122,6 +122,7 @@ type bpeScratch struct {
 
 // encode appends the tokens of one raw text fragment to out.
 func (m *bpeModel) encode(t *Tokenizer, text string, sc *bpeScratch, out []int32) []int32 {
+	text = replaceInvalidUTF8(text)
 	sc.pieces = m.pre.split(text, sc.pieces, sc.tmp)
 	for _, piece := range sc.pieces {
 		if m.pre.ignoreMerges {
@@ -134,6 +135,28 @@ func (m *bpeModel) encode(t *Tokenizer, text string, sc *bpeScratch, out []int32
 		out = m.encodeWord(t, piece, sc, out)
 	}
 	return out
+}
+
+// replaceInvalidUTF8 replaces every byte that is not part of a valid UTF-8
+// sequence with U+FFFD, as llama.cpp does before pre-tokenizing (each bad
+// byte becomes one replacement character). Byte-level vocabularies often
+// lack tokens for bytes that never occur in valid UTF-8 (0xF5..0xFF), so
+// passing such bytes through would produce unknown tokens.
+func replaceInvalidUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	b := make([]byte, 0, len(s)+8)
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 {
+			b = append(b, replacement...)
+		} else {
+			b = append(b, s[i:i+n]...)
+		}
+		i += n
+	}
+	return string(b)
 }
 
 // appendByteLevel appends the GPT-2 byte-alphabet form of s to dst.
@@ -195,9 +218,11 @@ func (m *bpeModel) pushPair(h []bpePair, syms []bpeSymbol, left, right int32) []
 	return heapPush(h, bpePair{rank: mg.rank, left: left, right: right, lid: lid, rid: rid, id: mg.id})
 }
 
-// emit appends symbol id. A symbol the vocabulary lacks is emitted byte by
-// byte of its text, each byte that is itself a token (llama.cpp's fallback),
-// or as UNK.
+// emit appends symbol id. A symbol the vocabulary lacks is emitted as the
+// tokens of its single bytes that exist, and dropped otherwise: llama.cpp and
+// Hugging Face tokenizers (with no unk token) both drop it, and SmolLM2's
+// vocabulary lacks the byte symbols of some control characters (0x04, 0x06,
+// ...) and of bytes that never start common UTF-8 sequences.
 func (m *bpeModel) emit(t *Tokenizer, id int32, out []int32) []int32 {
 	if id < m.nVocab {
 		return append(out, id)
@@ -206,8 +231,6 @@ func (m *bpeModel) emit(t *Tokenizer, id int32, out []int32) []int32 {
 	for i := 0; i < len(text); i++ {
 		if tok, ok := t.toID[text[i:i+1]]; ok {
 			out = append(out, tok)
-		} else if t.unk >= 0 {
-			out = append(out, t.unk)
 		}
 	}
 	return out

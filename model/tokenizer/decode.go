@@ -103,8 +103,9 @@ func (t *Tokenizer) appendPiece(dst []byte, id int32, c decodeConfig) []byte {
 }
 
 // Decode renders ids as text. The result holds the exact bytes the tokens
-// stand for, so Decode(Encode(s)) == s for byte-level BPE even when s is not
-// valid UTF-8. Ids outside the vocabulary render as U+FFFD. For SentencePiece
+// stand for (which need not be valid UTF-8: generation may stop inside a
+// character), so Decode(Encode(s)) == s for valid UTF-8 s. Ids outside the
+// vocabulary render as U+FFFD. For SentencePiece
 // vocabularies that prefix a space, the space Encode added in front of the
 // first word is removed again (a leading BOS does not count as the first
 // word).

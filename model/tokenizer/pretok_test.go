@@ -78,6 +78,7 @@ func TestPreTokenizerRules(t *testing.T) {
 		{"newlines kept with whitespace in llama3", "llama3", "a \n\n b", []string{"a", " \n\n", " b"}},
 		{"default splits punctuation first", "default", "a,b 1234", []string{"a", ",", "b", " ", "123", "4"}},
 		{"invalid byte is other", "gpt2", "a\xffb", []string{"a", "\xff", "b"}},
+		{"replacement character is other", "gpt2", "a\uFFFDb", []string{"a", "\uFFFD", "b"}},
 		{"empty", "gpt2", "", nil},
 	}
 	for _, tt := range tests {

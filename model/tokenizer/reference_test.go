@@ -54,10 +54,12 @@ func TestReferenceSmolLM2(t *testing.T) {
 		if diff := cmp.Diff(c.IDsPlain, plain, cmpEmpty()); diff != "" {
 			t.Errorf("case %d %q plain (-want +got):\n%s", i, c.Text, diff)
 		}
-		if back := tok.Decode(got); back != c.Text {
+		// Bytes without a byte-level token are dropped by every reference.
+		want := withoutUnencodableBytes(tok, c.Text)
+		if back := tok.Decode(got); back != want {
 			t.Errorf("case %d: Decode(Encode(%q)) = %q", i, c.Text, back)
 		}
-		if back := tok.Decode(plain); back != c.Text {
+		if back := tok.Decode(plain); back != want {
 			t.Errorf("case %d: Decode(Encode(%q, plain)) = %q", i, c.Text, back)
 		}
 	}
