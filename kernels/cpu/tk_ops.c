@@ -40,12 +40,12 @@ static void rmsnorm_row(float *dst, const float *x, const float *w, int n, float
 
 static void rope_row(float *x, int pos, const rows_args *a) {
 	const int half = a->dims / 2;
-	for (int i = 0; i < half; i++) {
-		// theta = pos * scale * base^(-2i/dims), computed in double and
-		// rounded once so large positions keep their phase.
-		double th = (double)pos * (double)a->freq_scale *
-		            pow((double)a->base, -2.0 * (double)i / (double)a->dims);
-		float c = (float)cos(th), s = (float)sin(th);
+	// ggml's recurrence in float32 (theta_i = pos*scale*base^(-2i/dims)),
+	// so angles, and therefore outputs, agree with llama.cpp and kernels/ref.
+	const float theta_scale = (float)pow((double)a->base, -2.0 / (double)a->dims);
+	float theta = (float)pos * (a->freq_scale == 0 ? 1.0f : a->freq_scale);
+	for (int i = 0; i < half; i++, theta *= theta_scale) {
+		float c = (float)cos((double)theta), s = (float)sin((double)theta);
 		for (int h = 0; h < a->heads; h++) {
 			float *v = x + (size_t)h * a->headdim;
 			int i0 = a->interleaved ? 2 * i : i;
