@@ -87,6 +87,36 @@ func (d *decoder) str(what string) (string, error) {
 	return s, nil
 }
 
+// strs reads n length-prefixed strings. Tokenizer vocabularies hold ~10^5
+// of them, so it validates the lengths in one pass, copies the whole region
+// into a single string and slices the elements out of it: two allocations
+// instead of n.
+func (d *decoder) strs(n int, what string) ([]string, error) {
+	start := d.off
+	for i := 0; i < n; i++ {
+		l, err := d.u64("string length") // no per-element message building
+		if err != nil {
+			return nil, fmt.Errorf("%w (array %q)", err, what)
+		}
+		if err := d.need(l, what); err != nil {
+			return nil, err
+		}
+		d.off += int(l)
+	}
+	region := string(d.b[start:d.off])
+	out := make([]string, n)
+	p := 0
+	for i := range out {
+		var l int
+		for k := 7; k >= 0; k-- { // little-endian u64, already bounded above
+			l = l<<8 | int(region[p+k])
+		}
+		out[i] = region[p+8 : p+8+l]
+		p += 8 + l
+	}
+	return out, nil
+}
+
 // count reads a u64 element count and rejects it when count elements of at
 // least minSize bytes each cannot fit in the rest of the file.
 func (d *decoder) count(minSize int, what string) (int, error) {
@@ -149,9 +179,9 @@ func (d *decoder) metadata(f *File, n int) error {
 		if _, dup := f.kvIndex[key]; dup {
 			return fmt.Errorf("%w: duplicate metadata key %q", ErrInvalid, key)
 		}
-		t, err := d.u32("value type of " + key)
+		t, err := d.u32("metadata value type")
 		if err != nil {
-			return err
+			return fmt.Errorf("%w (key %q)", err, key)
 		}
 		v, err := d.value(ValueType(t), key)
 		if err != nil {
@@ -226,9 +256,9 @@ func scalar(t ValueType, b []byte, key string) (any, error) {
 }
 
 func (d *decoder) array(key string) (Value, error) {
-	et32, err := d.u32("array element type of " + key)
+	et32, err := d.u32("array element type")
 	if err != nil {
-		return Value{}, err
+		return Value{}, fmt.Errorf("%w (key %q)", err, key)
 	}
 	et := ValueType(et32)
 	switch {
@@ -237,18 +267,13 @@ func (d *decoder) array(key string) (Value, error) {
 	case !et.Valid():
 		return Value{}, fmt.Errorf("%w: array element type %d in %q", ErrUnknownType, et32, key)
 	}
-	n, err := d.count(et.minSize(), "array length of "+key)
+	n, err := d.count(et.minSize(), "array length")
 	if err != nil {
-		return Value{}, err
+		return Value{}, fmt.Errorf("%w (key %q)", err, key)
 	}
 	if et == TypeString {
-		out := make([]string, n)
-		for i := range out {
-			if out[i], err = d.str(key); err != nil {
-				return Value{}, err
-			}
-		}
-		return arrayValue(et, out), nil
+		out, err := d.strs(n, key)
+		return arrayValue(et, out), err
 	}
 	raw, err := d.bytes(n*et.size(), key) // count() checked the product
 	if err != nil {
@@ -340,6 +365,9 @@ func (d *decoder) tensorInfos(f *File, n int) error {
 	for i := 0; i < n; i++ {
 		t, err := d.tensorInfo(i)
 		if err != nil {
+			if t.Name != "" {
+				return fmt.Errorf("%w (tensor %q)", err, t.Name)
+			}
 			return err
 		}
 		if _, dup := f.tIndex[t.Name]; dup {
@@ -365,7 +393,7 @@ func (d *decoder) tensorInfo(i int) (TensorInfo, error) {
 		return t, err
 	}
 	t.Name = string(name)
-	nDims, err := d.u32("n_dims of " + t.Name)
+	nDims, err := d.u32("tensor n_dims")
 	if err != nil {
 		return t, err
 	}
@@ -375,7 +403,7 @@ func (d *decoder) tensorInfo(i int) (TensorInfo, error) {
 	t.Dims = make([]uint64, nDims)
 	elems := uint64(1)
 	for j := range t.Dims {
-		if t.Dims[j], err = d.u64("dims of " + t.Name); err != nil {
+		if t.Dims[j], err = d.u64("tensor dims"); err != nil {
 			return t, err
 		}
 		// ggml keeps ne in int64: larger extents or products are invalid.
@@ -385,7 +413,7 @@ func (d *decoder) tensorInfo(i int) (TensorInfo, error) {
 		}
 		elems = lo
 	}
-	typ, err := d.u32("type of " + t.Name)
+	typ, err := d.u32("tensor type")
 	if err != nil {
 		return t, err
 	}
@@ -393,7 +421,7 @@ func (d *decoder) tensorInfo(i int) (TensorInfo, error) {
 	if !t.Type.Valid() {
 		return t, fmt.Errorf("%w: tensor %q has ggml type %d", ErrUnknownType, t.Name, typ)
 	}
-	if t.Offset, err = d.u64("offset of " + t.Name); err != nil {
+	if t.Offset, err = d.u64("tensor offset"); err != nil {
 		return t, err
 	}
 	bs := uint64(t.Type.BlockSize())
