@@ -2,6 +2,20 @@
 // ggml types) and pure-Go reference code for them: conversion of half floats,
 // dequantization, quantization and quantized dot products. The SIMD and CUDA
 // kernels are tested against this package.
+//
+// The model: a weight row is stored in blocks (32 values for the legacy
+// formats Q4_0 ... Q8_0, 256 for the K-quants Q4_K, Q5_K, Q6_K), each block
+// a few small integer codes plus f16 scales. A matrix-vector product does not
+// dequantize the weights: as in llama.cpp, the activation row is quantized
+// once to an 8-bit format chosen by the weight type (ActivationType: Q8_0,
+// Q8_1 or Q8_K), every block pair is multiplied exactly in integers, and only
+// the per-block sums are scaled in float32. VecDot is that computation,
+// written plainly; it is the contract the SIMD and CUDA kernels reproduce.
+//
+// Every function is pure and safe for concurrent use. Buffer sizes are
+// checked: a value count must be a whole number of blocks and a byte buffer
+// exactly Type.RowBytes long, otherwise the error wraps ErrLength. Any byte
+// pattern decodes without panicking (tensor data comes from untrusted files).
 package quant
 
 import "fmt"
