@@ -24,7 +24,7 @@ type refFixture struct {
 	Cases     []refCase `json:"cases"`
 }
 
-func loadFixture(t *testing.T, name string) refFixture {
+func loadFixture(t testing.TB, name string) refFixture {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "tokenizer", name))
 	if err != nil {

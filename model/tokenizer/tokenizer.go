@@ -31,6 +31,7 @@ package tokenizer
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 )
 
@@ -157,7 +158,7 @@ func New(v Vocab) (*Tokenizer, error) {
 		}
 	}
 	t := &Tokenizer{
-		tokens:         v.Tokens,
+		tokens:         slices.Clone(v.Tokens),
 		types:          make([]TokenType, n),
 		scores:         make([]float32, n),
 		toID:           make(map[string]int32, n),

@@ -126,6 +126,25 @@ func TestBPEMergesByRank(t *testing.T) {
 	}
 }
 
+// TestLlama3IgnoreMerges: the Llama-3 family emits a piece that is itself a
+// token directly, even when the merges would not build it.
+func TestLlama3IgnoreMerges(t *testing.T) {
+	v := byteLevelVocab()
+	v.Tokens = append(v.Tokens, "Ġcat")
+	v.Types = append(v.Types, int32(TypeNormal))
+	cat := int32(len(v.Tokens) - 1)
+	for _, tt := range []struct {
+		pre  string
+		want int
+	}{{"llama3", 1}, {"gpt2", 4}} {
+		v.Pre = tt.pre
+		ids := mustNew(t, v).Encode(" cat", EncodeOptions{})
+		if len(ids) != tt.want || (tt.want == 1 && ids[0] != cat) {
+			t.Errorf("pre %s: Encode(\" cat\") = %v, want %d token(s)", tt.pre, ids, tt.want)
+		}
+	}
+}
+
 func TestSPMSynthetic(t *testing.T) {
 	tok := mustNew(t, spmVocab())
 	text := func(ids []int32) []string {
