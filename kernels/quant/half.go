@@ -4,22 +4,20 @@ import "math"
 
 // F16ToF32 widens an IEEE 754 binary16 value. Every half float is exactly
 // representable as a float32, so the conversion is exact, including
-// subnormals, signed zeros, infinities and NaN payloads.
+// subnormals, signed zeros, infinities and NaN payloads. It is small enough
+// to inline into the dequantization loops.
 func F16ToF32(h uint16) float32 {
 	sign := uint32(h&0x8000) << 16
-	exp := uint32(h>>10) & 0x1f
-	mant := uint32(h & 0x3ff)
+	em := uint32(h&0x7fff) << 13 // exponent and mantissa in float32 position
 	switch {
-	case exp == 0x1f: // inf or NaN: keep the payload in the top mantissa bits
-		return math.Float32frombits(sign | 0x7f800000 | mant<<13)
-	case exp != 0: // normal: rebias 15 -> 127
-		return math.Float32frombits(sign | (exp+112)<<23 | mant<<13)
-	case mant == 0:
-		return math.Float32frombits(sign)
-	default: // subnormal: value = mant * 2^-24, exact in float32
-		f := float32(mant) * (1.0 / (1 << 24))
-		return math.Float32frombits(sign | math.Float32bits(f))
+	case em >= 0x7c00<<13: // inf or NaN: exponent 31 -> 255, payload kept
+		em += (255 - 31) << 23
+	case em >= 0x0400<<13: // normal: rebias 15 -> 127
+		em += (127 - 15) << 23
+	default: // zero or subnormal: value = mantissa * 2^-24, exact in float32
+		em = math.Float32bits(float32(h&0x3ff) * (1.0 / (1 << 24)))
 	}
+	return math.Float32frombits(sign | em)
 }
 
 // F32ToF16 narrows a float32 to binary16 with round-to-nearest-even, the

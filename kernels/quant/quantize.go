@@ -114,12 +114,38 @@ func inv(d float32) float32 {
 	return 1 / d
 }
 
-// roundAway is C's roundf: halves round away from zero.
-func roundAway(v float32) float32 { return float32(math.Round(float64(v))) }
+// roundAway is C's roundf (halves round away from zero) for the |v| <= 2^31
+// it is used with; larger magnitudes and NaN return v unchanged, which the
+// callers clamp. Adding 0.5 in float64 is exact for any float32, so
+// truncating the sum rounds correctly without math.Round's slower path.
+func roundAway(v float32) float32 {
+	x := float64(v)
+	switch {
+	case x >= 0 && x < 1<<31:
+		return float32(int64(x + 0.5))
+	case x < 0 && x > -(1<<31):
+		return float32(-int64(-x + 0.5))
+	}
+	return v
+}
 
 // nearestInt is ggml's nearest_int: round half to even (the float magic
-// number trick), exact for the |v| < 2^22 it is used with.
-func nearestInt(v float32) int { return int(math.RoundToEven(float64(v))) }
+// number trick, here in float64 where it is exact for every float32 below
+// 2^51 in magnitude). Out-of-range input (never produced by the callers'
+// finite arithmetic) saturates.
+func nearestInt(v float32) int {
+	const magic = 0x1.8p52
+	x := float64(v)
+	switch {
+	case x != x:
+		return 0
+	case x > 1<<51:
+		return 1 << 51
+	case x < -(1 << 51):
+		return -(1 << 51)
+	}
+	return int(x + magic - magic)
+}
 
 func encodeQ4_0(x []float32, b []byte) {
 	d := signedMax(x) / -8
@@ -175,17 +201,27 @@ func encodeQ5_1(x []float32, b []byte) {
 	binary.LittleEndian.PutUint32(b[4:], qh)
 }
 
-// int8Codes writes roundf(x*id) clamped to int8 into qs and returns their sum.
+// int8Codes writes roundf(x*id) clamped to int8 into qs and returns their
+// sum. The product is rounded to float32 first, as in ggml; the rounding
+// itself happens in float64, where adding 0.5 is exact.
 func int8Codes(x []float32, id float32, qs []byte) int {
 	sum := 0
 	for j, v := range x {
-		q := roundAway(v * id)
-		q = max(-128, min(127, q))
-		if q != q {
-			q = 0
+		p := float64(v * id)
+		var q int
+		switch {
+		case p != p: // NaN input
+		case p >= 127:
+			q = 127
+		case p <= -128:
+			q = -128
+		case p >= 0:
+			q = int(p + 0.5)
+		default:
+			q = -int(-p + 0.5)
 		}
 		qs[j] = byte(int8(q))
-		sum += int(int8(q))
+		sum += q
 	}
 	return sum
 }
@@ -193,7 +229,12 @@ func int8Codes(x []float32, id float32, qs []byte) int {
 func absMax(x []float32) float32 {
 	var amax float32
 	for _, v := range x {
-		amax = max(amax, abs32(v))
+		// A plain compare, not the builtin max: its NaN and signed-zero
+		// handling costs more than the rest of the quantizer, and ggml's
+		// MAX macro ignores NaN the same way.
+		if a := abs32(v); a > amax {
+			amax = a
+		}
 	}
 	return amax
 }
