@@ -1,0 +1,233 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	tandemv1 "github.com/tandemserve/tandem/proto/tandem/v1"
+	"github.com/tandemserve/tandem/transport"
+	"github.com/tandemserve/tandem/worker"
+)
+
+// RemoteWorker is a worker the disaggregated router drives (worker.Client).
+type RemoteWorker interface {
+	WorkerConn
+	RPC() tandemv1.WorkerClient
+}
+
+var _ RemoteWorker = (*worker.Client)(nil)
+
+// DisaggConfig configures a Disaggregated router.
+type DisaggConfig struct {
+	// GrantTTL is how long a transfer grant is valid.
+	GrantTTL time.Duration
+	// Attempts bounds how many decode workers one request may use (the
+	// first plus resumes after failures).
+	Attempts int
+}
+
+// DefaultDisaggConfig allows three attempts and 30 s grants.
+func DefaultDisaggConfig() DisaggConfig { return DisaggConfig{GrantTTL: 30 * time.Second, Attempts: 3} }
+
+// Disaggregated runs each request's prompt on a prefill worker and its
+// decoding on a decode worker, in sequence: Attach to decode first (the
+// token stream is open before any KV moves), then Prefill, which reserves
+// and fills the decode worker's blocks and returns the first token, which
+// the gateway forwards on the attach stream. When the decode worker dies
+// mid-stream, the request resumes on another decode worker with its prompt
+// and the tokens generated so far (Run, which recomputes them there), so the
+// client's stream continues with no token lost or repeated.
+//
+// Placement here is local: the least busy worker of each pool from this
+// gateway's view, with grants signed by the cluster secret.
+type Disaggregated struct {
+	cfg     DisaggConfig
+	prefill []RemoteWorker
+	decode  []RemoteWorker
+	secret  []byte
+	log     *slog.Logger
+
+	mu       sync.Mutex
+	inFlight map[string]int
+}
+
+var _ Router = (*Disaggregated)(nil)
+
+// NewDisaggregated returns a router over the two pools; secret signs grants.
+func NewDisaggregated[P, D RemoteWorker](cfg DisaggConfig, prefill []P, decode []D, secret []byte, log *slog.Logger) (*Disaggregated, error) {
+	if len(prefill) == 0 || len(decode) == 0 {
+		return nil, fmt.Errorf("%w: disaggregated mode needs prefill and decode workers", ErrInvalidConfig)
+	}
+	if len(secret) < transport.MinSecretLen {
+		return nil, fmt.Errorf("%w: cluster secret shorter than %d bytes", ErrInvalidConfig, transport.MinSecretLen)
+	}
+	if cfg.GrantTTL <= 0 || cfg.Attempts < 1 {
+		return nil, fmt.Errorf("%w: %+v", ErrInvalidConfig, cfg)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	d := &Disaggregated{cfg: cfg, secret: secret, log: log, inFlight: map[string]int{}}
+	for _, p := range prefill {
+		d.prefill = append(d.prefill, p)
+	}
+	for _, w := range decode {
+		d.decode = append(d.decode, w)
+	}
+	return d, nil
+}
+
+// pick takes the least busy worker of pool not in skip.
+func (d *Disaggregated) pick(pool []RemoteWorker, skip []string) (RemoteWorker, func(), error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var best RemoteWorker
+	for _, w := range pool {
+		if slices.Contains(skip, w.Addr()) {
+			continue
+		}
+		if best == nil || d.inFlight[w.Addr()] < d.inFlight[best.Addr()] {
+			best = w
+		}
+	}
+	if best == nil {
+		return nil, nil, ErrNoWorkers
+	}
+	d.inFlight[best.Addr()]++
+	return best, func() {
+		d.mu.Lock()
+		d.inFlight[best.Addr()]--
+		d.mu.Unlock()
+	}, nil
+}
+
+// workerGone reports an error that means the worker (not the request) failed.
+func workerGone(err error) bool {
+	if errors.Is(err, worker.ErrStreamEnded) {
+		return true
+	}
+	s, ok := status.FromError(err)
+	return ok && (s.Code() == codes.Unavailable || s.Code() == codes.Aborted)
+}
+
+// Generate runs job across the pools.
+func (d *Disaggregated) Generate(ctx context.Context, job *Job, emit func(int32) error) (string, error) {
+	var out []int32
+	tracked := func(t int32) error {
+		out = append(out, t)
+		return emit(t)
+	}
+	var failed []string
+	var lastErr error
+	for attempt := range d.cfg.Attempts {
+		dec, done, err := d.pick(d.decode, failed)
+		if err != nil {
+			return "", errors.Join(err, lastErr)
+		}
+		var finish string
+		if len(out) == 0 && job.Params.MaxTokens > 1 {
+			finish, err = d.split(ctx, job, attempt, dec, tracked)
+		} else {
+			// A resume (or a one-token request): the decode worker
+			// computes prompt and tokens so far itself.
+			tokens := append(slices.Clone(job.Tokens), out...)
+			finish, err = dec.Run(ctx, runRequest(job, tokens, len(out)), tracked)
+		}
+		done()
+		if err == nil || ctx.Err() != nil || !workerGone(err) {
+			return finish, err
+		}
+		d.log.Warn("gateway: decode worker failed; resuming", "request", job.ID, "worker", dec.Addr(), "generated", len(out), "err", err)
+		failed = append(failed, dec.Addr())
+		lastErr = err
+	}
+	return "", fmt.Errorf("%w: %d attempts failed: %w", ErrNoWorkers, d.cfg.Attempts, lastErr)
+}
+
+// split runs one attempt as attach-then-prefill.
+func (d *Disaggregated) split(ctx context.Context, job *Job, attempt int, dec RemoteWorker, emit func(int32) error) (string, error) {
+	pre, done, err := d.pick(d.prefill, nil)
+	if err != nil {
+		return "", err
+	}
+	defer done()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the attach stream, and with it decode's work
+	id := fmt.Sprintf("%s-%d", job.ID, attempt)
+	expiry := time.Now().Add(d.cfg.GrantTTL)
+	grant, err := transport.IssueGrant(d.secret, id, 1, dec.Addr(), expiry)
+	if err != nil {
+		return "", err
+	}
+	run := runRequest(job, job.Tokens, 0)
+	attach, err := dec.RPC().Attach(ctx)
+	if err != nil {
+		return "", err
+	}
+	if err := attach.Send(&tandemv1.AttachRequest{Run: run, TransferId: id}); err != nil {
+		return "", attachErr(attach, err)
+	}
+	resp, err := pre.RPC().Prefill(ctx, &tandemv1.PrefillRequest{
+		Run: run, DecodeAddr: dec.Addr(), TransferId: grant.TransferID, Epoch: grant.Epoch,
+		ExpiryUnixNano: grant.Expiry.UnixNano(), Token: grant.Token,
+	})
+	if err != nil {
+		return "", fmt.Errorf("gateway: prefill on %s: %w", pre.Addr(), err)
+	}
+	if resp.FirstToken == nil {
+		return resp.GetFinishReason(), nil
+	}
+	if err := emit(resp.GetFirstToken()); err != nil {
+		return "", err
+	}
+	first := resp.GetFirstToken()
+	if err := attach.Send(&tandemv1.AttachRequest{FirstToken: &first}); err != nil {
+		return "", attachErr(attach, err)
+	}
+	return worker.Consume(attach, emit)
+}
+
+// Ready succeeds when a worker of each pool answers.
+func (d *Disaggregated) Ready(ctx context.Context) error {
+	for _, pool := range [][]RemoteWorker{d.prefill, d.decode} {
+		var errs []error
+		ok := false
+		for _, w := range pool {
+			if _, err := w.Load(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", w.Addr(), err))
+				continue
+			}
+			ok = true
+			break
+		}
+		if !ok {
+			return fmt.Errorf("%w: %w", ErrNoWorkers, errors.Join(errs...))
+		}
+	}
+	return nil
+}
+
+// attachErr returns the real error of a failed Send: gRPC reports io.EOF
+// from Send when the server ended the stream, and its status from Recv.
+func attachErr(stream worker.TokenStream, err error) error {
+	if !errors.Is(err, io.EOF) {
+		return err
+	}
+	for {
+		if _, rerr := stream.Recv(); rerr != nil {
+			if errors.Is(rerr, io.EOF) {
+				return worker.ErrStreamEnded
+			}
+			return rerr
+		}
+	}
+}
