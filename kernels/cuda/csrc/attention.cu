@@ -64,13 +64,35 @@ __global__ void __launch_bounds__(TC_ATTN_WARPS * 32)
 	for (int k0 = 0; k0 < max_keys; k0 += TC_ATTN_TILE) {
 		__syncthreads(); // previous tile fully consumed (and myq written)
 		const int n = min(TC_ATTN_TILE, max_keys - k0);
-		for (int e = threadIdx.x; e < n * head_dim; e += blockDim.x) {
-			int j = e / head_dim, d = e % head_dim;
-			int slot = k0 + j;
-			const half *blkp = layer + (size_t)table[slot / block_size] * block_elems;
-			size_t off = (size_t)(slot % block_size) * row_elems + (size_t)kvh * head_dim + d;
-			ks[j * kstride + d] = __half2float(blkp[off]);
-			vs[j * head_dim + d] = __half2float(blkp[(size_t)block_size * row_elems + off]);
+		if (head_dim % 8 == 0) {
+			// 128-bit loads: 8 halves of one key (or value) row per thread.
+			const int vecs = head_dim / 8;
+			for (int e = threadIdx.x; e < n * vecs; e += blockDim.x) {
+				int j = e / vecs, d = (e % vecs) * 8;
+				int slot = k0 + j;
+				const half *blkp = layer + (size_t)table[slot / block_size] * block_elems;
+				size_t off = (size_t)(slot % block_size) * row_elems + (size_t)kvh * head_dim + d;
+				uint4 kr = *(const uint4 *)(blkp + off);
+				uint4 vr = *(const uint4 *)(blkp + (size_t)block_size * row_elems + off);
+				const half2 *kh = (const half2 *)&kr, *vh = (const half2 *)&vr;
+#pragma unroll
+				for (int i = 0; i < 4; i++) {
+					float2 kf = __half22float2(kh[i]), vf = __half22float2(vh[i]);
+					ks[j * kstride + d + 2 * i] = kf.x;
+					ks[j * kstride + d + 2 * i + 1] = kf.y;
+					vs[j * head_dim + d + 2 * i] = vf.x;
+					vs[j * head_dim + d + 2 * i + 1] = vf.y;
+				}
+			}
+		} else {
+			for (int e = threadIdx.x; e < n * head_dim; e += blockDim.x) {
+				int j = e / head_dim, d = e % head_dim;
+				int slot = k0 + j;
+				const half *blkp = layer + (size_t)table[slot / block_size] * block_elems;
+				size_t off = (size_t)(slot % block_size) * row_elems + (size_t)kvh * head_dim + d;
+				ks[j * kstride + d] = __half2float(blkp[off]);
+				vs[j * head_dim + d] = __half2float(blkp[(size_t)block_size * row_elems + off]);
+			}
 		}
 		__syncthreads();
 		if (!active || k0 >= me.n_keys) continue;

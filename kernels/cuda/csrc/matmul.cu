@@ -10,7 +10,7 @@
 // own token row: results are batch-invariant.
 #include "common.cuh"
 
-#define TC_MAX_COLS 8
+#define TC_MAX_COLS 16
 #define TC_MV_WARPS 4
 
 extern "C" int tandem_cuda_weight_bytes(int type, int rows, int cols, size_t *out) {
@@ -170,6 +170,8 @@ __global__ void __launch_bounds__(TC_MV_WARPS * 32)
 	float acc[NC];
 #pragma unroll
 	for (int c = 0; c < NC; c++) acc[c] = 0.f;
+	// Unrolled so each lane keeps two weight blocks in flight.
+#pragma unroll 2
 	for (int b = lane; b < nbr; b += 32) {
 		const uint8_t *bq = wqs + (size_t)b * tc_qs_bytes(TYPE);
 		const uint8_t *bs = wsc + (size_t)b * tc_scale_bytes(TYPE);
@@ -263,50 +265,44 @@ __global__ void __launch_bounds__(TC_MV_WARPS * 32)
 	}
 }
 
-// launch_chunks runs kernel K<NC> over tokens [0, t): full groups of
-// TC_MAX_COLS in one launch, then the remainder.
+// Tokens are processed in groups of NC per warp so that each weight block
+// read from memory serves NC tokens. A batch of t tokens is cut into launches
+// of TC_MAX_COLS-token groups and then 8, 4, 2, 1 for the remainder; a token's
+// result does not depend on the group it lands in.
+template <int TYPE, int NC>
+static void tc_launch_q1(tc_ctx *c, float *dst, const uint8_t *w, const int8_t *qs, const half2 *ds, int groups,
+                         int t0, int rows, int nbr) {
+	dim3 grid(tc_blocks((size_t)rows, TC_MV_WARPS), groups);
+	k_mmvq<TYPE, NC><<<grid, TC_MV_WARPS * 32, 0, c->stream>>>(dst, w, qs, ds, rows, nbr, t0);
+}
+
 template <int TYPE>
 static int tc_launch_q(tc_ctx *c, float *dst, const uint8_t *w, const int8_t *qs, const half2 *ds, int t,
                        int rows, int nbr) {
-	dim3 block(TC_MV_WARPS * 32);
-	int gx = tc_blocks((size_t)rows, TC_MV_WARPS);
-	int full = t / TC_MAX_COLS, rem = t % TC_MAX_COLS;
-	if (full > 0) {
-		k_mmvq<TYPE, TC_MAX_COLS><<<dim3(gx, full), block, 0, c->stream>>>(dst, w, qs, ds, rows, nbr, 0);
-	}
-	int t0 = full * TC_MAX_COLS;
-	switch (rem) {
-	case 1: k_mmvq<TYPE, 1><<<dim3(gx, 1), block, 0, c->stream>>>(dst, w, qs, ds, rows, nbr, t0); break;
-	case 2: k_mmvq<TYPE, 2><<<dim3(gx, 1), block, 0, c->stream>>>(dst, w, qs, ds, rows, nbr, t0); break;
-	case 3: k_mmvq<TYPE, 3><<<dim3(gx, 1), block, 0, c->stream>>>(dst, w, qs, ds, rows, nbr, t0); break;
-	case 4: k_mmvq<TYPE, 4><<<dim3(gx, 1), block, 0, c->stream>>>(dst, w, qs, ds, rows, nbr, t0); break;
-	case 5: k_mmvq<TYPE, 5><<<dim3(gx, 1), block, 0, c->stream>>>(dst, w, qs, ds, rows, nbr, t0); break;
-	case 6: k_mmvq<TYPE, 6><<<dim3(gx, 1), block, 0, c->stream>>>(dst, w, qs, ds, rows, nbr, t0); break;
-	case 7: k_mmvq<TYPE, 7><<<dim3(gx, 1), block, 0, c->stream>>>(dst, w, qs, ds, rows, nbr, t0); break;
-	default: break;
-	}
+	int full = t / TC_MAX_COLS, t0 = full * TC_MAX_COLS;
+	if (full > 0) tc_launch_q1<TYPE, TC_MAX_COLS>(c, dst, w, qs, ds, full, 0, rows, nbr);
+	if (t - t0 >= 8) tc_launch_q1<TYPE, 8>(c, dst, w, qs, ds, 1, t0, rows, nbr), t0 += 8;
+	if (t - t0 >= 4) tc_launch_q1<TYPE, 4>(c, dst, w, qs, ds, 1, t0, rows, nbr), t0 += 4;
+	if (t - t0 >= 2) tc_launch_q1<TYPE, 2>(c, dst, w, qs, ds, 1, t0, rows, nbr), t0 += 2;
+	if (t - t0 >= 1) tc_launch_q1<TYPE, 1>(c, dst, w, qs, ds, 1, t0, rows, nbr);
 	return tc_launched();
+}
+
+template <int TYPE, int NC, bool VEC>
+static void tc_launch_f1(tc_ctx *c, float *dst, const void *w, const float *x, int groups, int t0, int rows,
+                         int cols) {
+	dim3 grid(tc_blocks((size_t)rows, TC_MV_WARPS), groups);
+	k_mvf<TYPE, NC, VEC><<<grid, TC_MV_WARPS * 32, 0, c->stream>>>(dst, w, x, rows, cols, t0);
 }
 
 template <int TYPE, bool VEC>
 static int tc_launch_f(tc_ctx *c, float *dst, const void *w, const float *x, int t, int rows, int cols) {
-	dim3 block(TC_MV_WARPS * 32);
-	int gx = tc_blocks((size_t)rows, TC_MV_WARPS);
-	int full = t / TC_MAX_COLS, rem = t % TC_MAX_COLS;
-	if (full > 0) {
-		k_mvf<TYPE, TC_MAX_COLS, VEC><<<dim3(gx, full), block, 0, c->stream>>>(dst, w, x, rows, cols, 0);
-	}
-	int t0 = full * TC_MAX_COLS;
-	switch (rem) {
-	case 1: k_mvf<TYPE, 1, VEC><<<dim3(gx, 1), block, 0, c->stream>>>(dst, w, x, rows, cols, t0); break;
-	case 2: k_mvf<TYPE, 2, VEC><<<dim3(gx, 1), block, 0, c->stream>>>(dst, w, x, rows, cols, t0); break;
-	case 3: k_mvf<TYPE, 3, VEC><<<dim3(gx, 1), block, 0, c->stream>>>(dst, w, x, rows, cols, t0); break;
-	case 4: k_mvf<TYPE, 4, VEC><<<dim3(gx, 1), block, 0, c->stream>>>(dst, w, x, rows, cols, t0); break;
-	case 5: k_mvf<TYPE, 5, VEC><<<dim3(gx, 1), block, 0, c->stream>>>(dst, w, x, rows, cols, t0); break;
-	case 6: k_mvf<TYPE, 6, VEC><<<dim3(gx, 1), block, 0, c->stream>>>(dst, w, x, rows, cols, t0); break;
-	case 7: k_mvf<TYPE, 7, VEC><<<dim3(gx, 1), block, 0, c->stream>>>(dst, w, x, rows, cols, t0); break;
-	default: break;
-	}
+	int full = t / TC_MAX_COLS, t0 = full * TC_MAX_COLS;
+	if (full > 0) tc_launch_f1<TYPE, TC_MAX_COLS, VEC>(c, dst, w, x, full, 0, rows, cols);
+	if (t - t0 >= 8) tc_launch_f1<TYPE, 8, VEC>(c, dst, w, x, 1, t0, rows, cols), t0 += 8;
+	if (t - t0 >= 4) tc_launch_f1<TYPE, 4, VEC>(c, dst, w, x, 1, t0, rows, cols), t0 += 4;
+	if (t - t0 >= 2) tc_launch_f1<TYPE, 2, VEC>(c, dst, w, x, 1, t0, rows, cols), t0 += 2;
+	if (t - t0 >= 1) tc_launch_f1<TYPE, 1, VEC>(c, dst, w, x, 1, t0, rows, cols);
 	return tc_launched();
 }
 
