@@ -2,7 +2,10 @@ package tokenizer
 
 import (
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 )
 
@@ -26,6 +29,41 @@ type bpeModel struct {
 	// synth holds the texts of symbols with ids >= vocabulary size.
 	synth  []string
 	nVocab int32
+	cache  wordCache
+}
+
+// wordCache remembers the tokens of short pre-tokenized pieces: prompts
+// repeat words, and a lookup costs a fraction of the merge loop. It is
+// insert-only and stops growing at wordCacheCap entries, so it needs no
+// eviction and its memory is bounded (about 1 MiB); results never depend on
+// what it holds. Safe for concurrent use.
+type wordCache struct {
+	m sync.Map // string -> []int32
+	n atomic.Int64
+}
+
+const (
+	wordCacheCap    = 1 << 14
+	wordCacheMaxLen = 32 // bytes; longer pieces rarely repeat
+)
+
+func (c *wordCache) get(word string) ([]int32, bool) {
+	v, ok := c.m.Load(word)
+	if !ok {
+		return nil, false
+	}
+	return v.([]int32), true
+}
+
+func (c *wordCache) put(word string, ids []int32) {
+	if c.n.Load() >= wordCacheCap {
+		return
+	}
+	// Clone: word is a substring of the caller's text, which the cache
+	// must not keep alive.
+	if _, loaded := c.m.LoadOrStore(strings.Clone(word), slices.Clone(ids)); !loaded {
+		c.n.Add(1)
+	}
 }
 
 type bpeMerge struct {
@@ -132,7 +170,17 @@ func (m *bpeModel) encode(t *Tokenizer, text string, sc *bpeScratch, out []int32
 				continue
 			}
 		}
+		if len(piece) > wordCacheMaxLen {
+			out = m.encodeWord(t, piece, sc, out)
+			continue
+		}
+		if ids, ok := m.cache.get(piece); ok {
+			out = append(out, ids...)
+			continue
+		}
+		n := len(out)
 		out = m.encodeWord(t, piece, sc, out)
+		m.cache.put(piece, out[n:])
 	}
 	return out
 }
