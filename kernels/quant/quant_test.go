@@ -199,3 +199,25 @@ func TestDequantizeArbitraryBytes(t *testing.T) {
 		}
 	}
 }
+
+// Non-finite input is not rejected (ggml does not check either) but must not
+// panic or produce out-of-range codes: decoding the result stays possible.
+func TestQuantizeNonFinite(t *testing.T) {
+	specials := []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1)), math.MaxFloat32, -math.MaxFloat32}
+	for _, typ := range allTypes {
+		for _, s := range specials {
+			x := make([]float32, 256)
+			for i := range x {
+				x[i] = float32(i%9) - 4
+			}
+			x[17] = s
+			buf := make([]byte, typ.RowBytes(len(x)))
+			if err := Quantize(typ, x, buf); err != nil {
+				t.Fatalf("%v with %v: %v", typ, s, err)
+			}
+			if err := Dequantize(typ, buf, make([]float32, len(x))); err != nil {
+				t.Fatalf("%v with %v: decode: %v", typ, s, err)
+			}
+		}
+	}
+}
