@@ -115,6 +115,11 @@ type Agent struct {
 	mu     sync.Mutex
 	queue  []Event
 	closed bool
+	// members mirrors memberlist's live set. It is maintained from the event callbacks, which
+	// memberlist calls while holding its node lock, because reading the *Node values that
+	// Members() returns races with memberlist's own updates.
+	members   map[string]Member
+	localAddr string
 	wake   chan struct{}
 	stop   chan struct{}
 	done   chan struct{}
@@ -133,6 +138,7 @@ func New(cfg Config, handler Handler, log *slog.Logger) (*Agent, error) {
 		log:     log,
 		handler: handler,
 		wake:    make(chan struct{}, 1),
+		members: map[string]Member{},
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
@@ -170,6 +176,7 @@ func New(cfg Config, handler Handler, log *slog.Logger) (*Agent, error) {
 		return nil, fmt.Errorf("membership: start: %w", err)
 	}
 	a.ml = ml
+	a.localAddr = net.JoinHostPort(ml.LocalNode().Addr.String(), strconv.Itoa(int(ml.LocalNode().Port)))
 	go a.pump()
 	return a, nil
 }
@@ -198,19 +205,17 @@ func (a *Agent) Join(ctx context.Context, seeds []string) error {
 
 // Members lists the nodes memberlist currently considers alive, including this one.
 func (a *Agent) Members() []Member {
-	nodes := a.ml.Members()
-	out := make([]Member, 0, len(nodes))
-	for _, n := range nodes {
-		out = append(out, toMember(n, a.log))
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]Member, 0, len(a.members))
+	for _, m := range a.members {
+		out = append(out, m)
 	}
 	return out
 }
 
 // LocalAddr is the address other nodes use to reach this agent's gossip.
-func (a *Agent) LocalAddr() string {
-	n := a.ml.LocalNode()
-	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
-}
+func (a *Agent) LocalAddr() string { return a.localAddr }
 
 // Close leaves the pool gracefully (bounded by ctx), shuts memberlist down and joins the event
 // goroutine. Pending events are dropped.
@@ -256,6 +261,11 @@ func (a *Agent) Kill() error {
 
 func (a *Agent) push(e Event) {
 	a.mu.Lock()
+	if e.Type == EventLeave {
+		delete(a.members, e.Member.ID)
+	} else {
+		a.members[e.Member.ID] = e.Member
+	}
 	if a.closed {
 		a.mu.Unlock()
 		return

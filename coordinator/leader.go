@@ -1,0 +1,189 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/tandemserve/tandem/coordinator/fsm"
+	"github.com/tandemserve/tandem/coordinator/membership"
+	"github.com/tandemserve/tandem/coordinator/placement"
+)
+
+// monitorLeadership follows raft.LeaderCh: it starts the leader loop when this node wins and stops
+// (and joins) it when leadership is lost or the server closes.
+func (s *Server) monitorLeadership() {
+	defer s.wg.Done()
+	var (
+		stopLeader chan struct{}
+		leaderDone chan struct{}
+	)
+	stopLoop := func() {
+		if stopLeader != nil {
+			close(stopLeader)
+			<-leaderDone
+			stopLeader, leaderDone = nil, nil
+		}
+	}
+	defer stopLoop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case isLeader := <-s.raft.LeaderCh():
+			stopLoop()
+			if isLeader {
+				stopLeader, leaderDone = make(chan struct{}), make(chan struct{})
+				go s.leaderLoop(stopLeader, leaderDone)
+			}
+		}
+	}
+}
+
+// leaderLoop is the leader-only work. It runs until stop is closed.
+func (s *Server) leaderLoop(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	defer func() {
+		s.leaderTerm.Store(0)
+		s.cache.reset()
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		// Tie ctx to stop so applies in progress return promptly when leadership ends.
+		select {
+		case <-stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+
+	if !s.establish(ctx, stop) {
+		return
+	}
+	t := time.NewTicker(s.cfg.ReconcileInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case e := <-s.memberEvents:
+			s.handleMemberEvent(ctx, e)
+		case <-t.C:
+			s.reconcile(ctx)
+		}
+	}
+}
+
+// establish makes the new leader ready: apply everything committed by earlier terms (Barrier),
+// publish this node's gRPC address, install the default policy on a fresh cluster, and only then
+// open placement by publishing the term. Retries until it works or leadership ends.
+func (s *Server) establish(ctx context.Context, stop <-chan struct{}) bool {
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-stop:
+				return false
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		if err := s.raft.Barrier(s.cfg.ApplyTimeout).Error(); err != nil {
+			s.log.Warn("leader barrier failed", "err", err)
+			continue
+		}
+		if err := s.publishSelf(ctx); err != nil {
+			s.log.Warn("publishing leader address failed", "err", err)
+			continue
+		}
+		if len(s.fsm.State().Policy.Spec) == 0 {
+			if err := s.setPolicy(ctx, placement.DefaultSpec()); err != nil {
+				s.log.Warn("installing default policy failed", "err", err)
+				continue
+			}
+		}
+		s.loads.reset()
+		s.cache.reset()
+		term := s.raft.CurrentTerm()
+		s.leaderTerm.Store(term)
+		s.log.Info("leadership established", "term", term)
+		s.reconcile(ctx)
+		return true
+	}
+}
+
+func (s *Server) publishSelf(ctx context.Context) error {
+	n, ok := s.fsm.State().Nodes[s.cfg.NodeID]
+	if ok && n.GRPCAddr == s.cfg.GRPCAdvertise && n.RaftAddr == s.RaftAddr() && n.State == fsm.StateActive {
+		return nil
+	}
+	return s.apply(ctx, fsm.CmdRegisterNode, fsm.RegisterNode{
+		Node: fsm.Node{
+			ID: s.cfg.NodeID, Role: fsm.RoleCoordinator, GRPCAddr: s.cfg.GRPCAdvertise,
+			RaftAddr: s.RaftAddr(), Version: s.cfg.Version,
+		},
+		At: s.clock.Now().UnixNano(),
+	})
+}
+
+func (s *Server) handleMemberEvent(ctx context.Context, e membership.Event) {
+	n, ok := s.fsm.State().Nodes[e.Member.ID]
+	if !ok {
+		return
+	}
+	switch e.Type {
+	case membership.EventLeave:
+		if n.State != fsm.StateDead {
+			s.setState(ctx, n.ID, fsm.StateDead, "", "gossip: node failed or left")
+		}
+	case membership.EventJoin, membership.EventUpdate:
+		if n.State == fsm.StateDead {
+			s.setState(ctx, n.ID, fsm.StateActive, fsm.StateDead, "gossip: node recovered")
+		}
+	}
+}
+
+// reconcile compares the replicated node states with gossip and with load reports: nodes gone
+// from gossip past DeadGrace become dead, dead nodes back in gossip become active again, and
+// draining workers whose latest report shows no work become drained.
+func (s *Server) reconcile(ctx context.Context) {
+	alive := map[string]bool{}
+	for _, m := range s.gossip.Members() {
+		alive[m.ID] = true
+	}
+	now := s.clock.Now()
+	for _, n := range s.fsm.State().SortedNodes() {
+		if n.ID == s.cfg.NodeID {
+			continue
+		}
+		switch {
+		case !alive[n.ID] && n.State != fsm.StateDead &&
+			now.Sub(time.Unix(0, n.StateSince)) > s.cfg.DeadGrace && s.gossipAbsentLong(n.ID, now):
+			s.setState(ctx, n.ID, fsm.StateDead, "", "gossip: not a member")
+		case alive[n.ID] && n.State == fsm.StateDead:
+			s.setState(ctx, n.ID, fsm.StateActive, fsm.StateDead, "gossip: node recovered")
+		case n.State == fsm.StateDraining && s.loads.idle(n.ID, time.Unix(0, n.StateSince)):
+			s.setState(ctx, n.ID, fsm.StateDrained, fsm.StateDraining, "drain complete: no work in flight")
+		}
+	}
+}
+
+// gossipAbsentLong reports whether the leader has known about id for at least DeadGrace. A node
+// the leader only just learned about (new leader, fresh registration) gets the grace period to
+// appear in gossip before it is declared dead.
+func (s *Server) gossipAbsentLong(id string, now time.Time) bool {
+	s.loads.mu.Lock()
+	defer s.loads.mu.Unlock()
+	e := s.loads.entryLocked(id, now)
+	return now.Sub(e.firstSeen) > s.cfg.DeadGrace
+}
+
+func (s *Server) setState(ctx context.Context, id string, to, from fsm.NodeState, reason string) {
+	err := s.apply(ctx, fsm.CmdSetNodeState, fsm.SetNodeState{ID: id, State: to, From: from, Reason: reason, At: s.clock.Now().UnixNano()})
+	switch {
+	case err == nil:
+		s.log.Info("node state changed", "node", id, "state", to, "reason", reason)
+	case errors.Is(err, context.Canceled), errors.Is(err, ErrNotLeader):
+	default:
+		s.log.Warn("node state change failed", "node", id, "state", to, "err", err)
+	}
+}
