@@ -197,12 +197,14 @@ func (r *Receiver) Renew(transferID string, epoch uint64) (time.Time, error) {
 		return time.Time{}, err
 	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.state.final() || l.state == stateAllocating {
+		l.mu.Unlock()
 		return time.Time{}, r.endedError(l)
 	}
 	l.expiry = r.cfg.Clock.Now().Add(r.cfg.LeaseTTL)
-	return l.expiry, nil
+	exp := l.expiry
+	l.mu.Unlock()
+	return exp, nil
 }
 
 // Cancel ends a transfer the receiver's owner no longer wants and frees its
