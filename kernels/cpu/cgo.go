@@ -114,3 +114,13 @@ func cAttention(p *cPool, k *cKernels, a *attnCall) {
 // cF16ToF32 and cF32ToF16 expose the C half-float conversions to tests.
 func cF16ToF32(h uint16) float32 { return float32(C.tk_f16_to_f32(C.uint16_t(h))) }
 func cF32ToF16(f float32) uint16 { return uint16(C.tk_f32_to_f16(C.float(f))) }
+
+// streamRead sums buf across the pool; benchmarks use it to measure memory
+// bandwidth with the same threads the kernels use.
+func (b *Backend) streamRead(buf []byte) uint64 {
+	return uint64(C.tk_stream_read(b.pool.p, u8p(buf), C.size_t(len(buf))))
+}
+
+// dispatchNop runs an empty task on every pool thread: the per-kernel
+// threading overhead.
+func (b *Backend) dispatchNop() { C.tk_pool_nop(b.pool.p) }

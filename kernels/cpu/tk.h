@@ -101,14 +101,17 @@ int tk_dequant_row(int t, const uint8_t *x, float *y, int n);
 // tk_row_bytes is the encoded size of n values of type t.
 size_t tk_row_bytes(int t, int n);
 
-// Worker pool.
+// Worker pool. A task is split into nchunks independent chunks that threads
+// claim one at a time, so a thread the OS has descheduled holds up at most
+// the chunk it is in, never a fixed share of the work. tid (0 = the caller,
+// < tk_pool_threads) identifies the running thread for per-thread scratch.
 typedef struct tk_pool tk_pool;
-typedef void (*tk_task_fn)(void *arg, int ith, int nth);
+typedef void (*tk_task_fn)(void *arg, int chunk, int nchunks, int tid);
 tk_pool *tk_pool_new(int nthreads);
 int tk_pool_threads(const tk_pool *p);
-// tk_pool_run runs fn(arg, ith, nth) on every thread (the caller is ith 0)
-// and returns when all have finished.
-void tk_pool_run(tk_pool *p, tk_task_fn fn, void *arg);
+// tk_pool_run runs fn on every chunk in [0, nchunks) and returns when all
+// have finished. nchunks must be below 2^20.
+void tk_pool_run(tk_pool *p, tk_task_fn fn, void *arg, int nchunks);
 void tk_pool_free(tk_pool *p);
 
 #endif

@@ -8,7 +8,6 @@
 // rescaled once per block. The order depends only on the row's own position
 // and the block size, so results are batch-invariant.
 #include <math.h>
-#include <stdatomic.h>
 #include <string.h>
 
 #include "tk.h"
@@ -28,7 +27,6 @@ typedef struct {
 	const int32_t *blocks;
 	const int32_t *item_off;  // nseq+1 prefix sums of work items
 	float *scratch;           // per thread: block_size + headdim floats
-	_Atomic int next;
 } attn_args;
 
 static void attn_row(const attn_args *A, const float *q, float *out, int kvh, int nkeys,
@@ -81,21 +79,25 @@ static void attn_row(const attn_args *A, const float *q, float *out, int kvh, in
 	for (int i = 0; i < hd; i++) out[i] = acc[i] * inv;
 }
 
-static void attn_task(void *v, int ith, int nth) {
-	(void)nth;
+static void attn_task(void *v, int it, int nchunks, int tid) {
+	(void)nchunks;
 	attn_args *A = v;
-	float *sc = A->scratch + (size_t)ith * (A->block_size + A->headdim);
+	float *sc = A->scratch + (size_t)tid * (A->block_size + A->headdim);
 	float *acc = sc + A->block_size;
-	const int total = A->item_off[A->nseq];
 	const int group = A->heads / A->kvheads;
 	const int qcols = A->heads * A->headdim;
-	int s = 0;
-	for (;;) {
-		int it = atomic_fetch_add_explicit(&A->next, 1, memory_order_relaxed);
-		if (it >= total) {
-			return;
+	// Binary search for the sequence that owns item it.
+	int lo = 0, hi = A->nseq - 1;
+	while (lo < hi) {
+		int mid = (lo + hi + 1) / 2;
+		if (A->item_off[mid] <= it) {
+			lo = mid;
+		} else {
+			hi = mid - 1;
 		}
-		while (A->item_off[s + 1] <= it) s++;  // items are taken in increasing order
+	}
+	int s = lo;
+	{
 		const int32_t *sq = A->seqs + 4 * s;
 		int local = it - A->item_off[s];
 		int chunks = (sq[1] + QCHUNK - 1) / QCHUNK;
@@ -139,6 +141,5 @@ void tk_attention(tk_pool *p, const tk_kernels *k, float *dst, const float *q,
 		int chunks = (seqs[4 * s + 1] + QCHUNK - 1) / QCHUNK;
 		item_off[s + 1] = item_off[s] + heads * chunks;
 	}
-	atomic_store(&A.next, 0);
-	tk_pool_run(p, attn_task, &A);
+	tk_pool_run(p, attn_task, &A, item_off[nseq]);
 }

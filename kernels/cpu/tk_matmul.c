@@ -1,6 +1,5 @@
 // MatMul driver: quantize the activation rows once, then sweep tiles of
 // weight rows x activation rows over the pool.
-#include <stdatomic.h>
 #include <string.h>
 
 #include "tk.h"
@@ -23,9 +22,10 @@ typedef struct {
 	float *out;
 } mm_args;
 
-static void quant_task(void *v, int ith, int nth) {
+static void quant_task(void *v, int chunk, int nchunks, int tid) {
+	(void)tid;
 	mm_args *m = v;
-	for (int t = ith; t < m->T; t += nth) {
+	for (int t = chunk; t < m->T; t += nchunks) {
 		const float *x = m->x + (size_t)t * m->cols;
 		uint8_t *y = m->a + (size_t)t * m->as;
 		if (m->type == TK_Q4_K || m->type == TK_Q5_K || m->type == TK_Q6_K) {
@@ -36,17 +36,17 @@ static void quant_task(void *v, int ith, int nth) {
 	}
 }
 
-static void mm_task(void *v, int ith, int nth) {
+// mm_task computes one chunk: a contiguous slice of whole row tiles, for
+// every activation row.
+static void mm_task(void *v, int chunk, int nchunks, int tid) {
+	(void)tid;
 	mm_args *m = v;
 	const int mr = m->k->mr, nr = m->k->nr;
-	// Contiguous row slices, rounded to whole tiles, one per thread.
 	int tiles = (m->rows + mr - 1) / mr;
-	int per = (tiles + nth - 1) / nth;
-	int r0 = ith * per * mr;
-	int r1 = r0 + per * mr;
-	if (r1 > m->rows) {
-		r1 = m->rows;
-	}
+	int t0t = (int)((int64_t)tiles * chunk / nchunks);
+	int t1t = (int)((int64_t)tiles * (chunk + 1) / nchunks);
+	int r0 = t0t * mr;
+	int r1 = t1t * mr < m->rows ? t1t * mr : m->rows;
 	for (int t0 = 0; t0 < m->T; t0 += TB) {
 		int t1 = t0 + TB < m->T ? t0 + TB : m->T;
 		for (int r = r0; r < r1; r += mr) {
@@ -59,6 +59,17 @@ static void mm_task(void *v, int ith, int nth) {
 			}
 		}
 	}
+}
+
+// chunks_for splits n units into chunks of at least min_units each, up to
+// CHUNKS_PER_THREAD per thread: enough that a descheduled thread leaves
+// little work stranded, few enough that claiming stays cheap.
+static int chunks_for(const tk_pool *p, int n, int min_units) {
+	enum { CHUNKS_PER_THREAD = 4 };
+	int c = n / (min_units > 0 ? min_units : 1);
+	int cap = CHUNKS_PER_THREAD * tk_pool_threads(p);
+	c = c < cap ? c : cap;
+	return c < 1 ? 1 : c;
 }
 
 // tk_matmul sets out[T, rows] = x[T, cols] . w^T. scratch holds at least
@@ -90,12 +101,16 @@ int tk_matmul(tk_pool *p, const tk_kernels *k, int type, const uint8_t *w, int r
 		m.a = scratch;
 		m.as = ab;
 		// One row is cheaper to quantize here than to hand to the pool.
-		if (T == 1) {
-			quant_task(&m, 0, 1);
+		if (T < 4) {
+			quant_task(&m, 0, 1, 0);
 		} else {
-			tk_pool_run(p, quant_task, &m);
+			tk_pool_run(p, quant_task, &m, chunks_for(p, T, 2));
 		}
 	}
-	tk_pool_run(p, mm_task, &m);
+	// A chunk should stream at least ~16 KiB of weights per activation row.
+	int tiles = (rows + k->mr - 1) / k->mr;
+	size_t tile_bytes = m.ws * (size_t)k->mr * (size_t)(T < 16 ? T : 16);
+	int min_tiles = (int)((16384 + tile_bytes - 1) / tile_bytes);
+	tk_pool_run(p, mm_task, &m, chunks_for(p, tiles, min_tiles));
 	return 0;
 }

@@ -57,10 +57,11 @@ static void rope_row(float *x, int pos, const rows_args *a) {
 	}
 }
 
-static void rows_task(void *v, int ith, int nth) {
+static void rows_task(void *v, int chunk, int nchunks, int tid) {
+	(void)tid;
 	const rows_args *a = v;
-	int per = (a->rows + nth - 1) / nth;
-	int r0 = ith * per, r1 = r0 + per < a->rows ? r0 + per : a->rows;
+	int r0 = (int)((int64_t)a->rows * chunk / nchunks);
+	int r1 = (int)((int64_t)a->rows * (chunk + 1) / nchunks);
 	for (int r = r0; r < r1; r++) {
 		size_t o = (size_t)r * a->cols;
 		switch (a->op) {
@@ -88,9 +89,10 @@ static void rows_task(void *v, int ith, int nth) {
 
 static void run_rows(tk_pool *p, rows_args *a) {
 	if (a->rows < PAR_ROWS) {
-		rows_task(a, 0, 1);
+		rows_task(a, 0, 1, 0);
 	} else {
-		tk_pool_run(p, rows_task, a);
+		int c = 4 * tk_pool_threads(p);
+		tk_pool_run(p, rows_task, a, c < a->rows ? c : a->rows);
 	}
 }
 

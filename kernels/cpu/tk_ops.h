@@ -20,5 +20,8 @@ void tk_embed(tk_pool *p, float *dst, int type, const uint8_t *table, int cols, 
               int rows);
 void tk_store_kv(uint8_t *region, int block_size, int kvheads, int headdim, int dtype,
                  const float *k, const float *v, const int32_t *slots, int rows);
+// Benchmark helpers (tk_bench.c).
+uint64_t tk_stream_read(tk_pool *p, const uint8_t *buf, size_t n);
+void tk_pool_nop(tk_pool *p);
 
 #endif

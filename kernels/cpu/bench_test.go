@@ -1,0 +1,127 @@
+package cpu
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"testing"
+
+	"github.com/tandemserve/tandem/kernels"
+	"github.com/tandemserve/tandem/kernels/quant"
+)
+
+// SmolLM2-135M's matrix shapes (rows x cols of the ggml weight).
+var benchShapes = []struct {
+	name       string
+	rows, cols int
+}{
+	{"576x576", 576, 576},   // attn_q, attn_output
+	{"1536x576", 1536, 576}, // ffn_gate, ffn_up
+	{"576x1536", 576, 1536}, // ffn_down
+}
+
+func benchThreads() int { return runtime.NumCPU() }
+
+// BenchmarkMatMul reports weight bytes streamed per second (GB/s, the decode
+// bound) and arithmetic throughput (GFLOP/s, the prefill bound).
+func BenchmarkMatMul(b *testing.B) {
+	be := newBackend(b, Config{Threads: benchThreads(), MaxLevel: LevelAVX512})
+	types := []quant.Type{quant.Q4_1, quant.Q8_0, quant.Q4_0, quant.Q4_K, quant.Q6_K, quant.F16}
+	for _, typ := range types {
+		for _, sh := range benchShapes {
+			for _, T := range []int{1, 4, 64, 512} {
+				b.Run(fmt.Sprintf("%v/%s/T=%d", typ, sh.name, T), func(b *testing.B) {
+					benchMatMul(b, be, typ, sh.rows, sh.cols, T)
+				})
+			}
+		}
+	}
+	b.Run("Q8_0/49152x576/T=1", func(b *testing.B) { benchMatMul(b, be, quant.Q8_0, 49152, 576, 1) })
+}
+
+func benchMatMul(b *testing.B, be *Backend, typ quant.Type, rows, cols, T int) {
+	r := rand.New(rand.NewPCG(1, 2))
+	data := randWeights(r, typ, rows, cols)
+	w, err := be.NewWeight(typ, rows, cols, data)
+	if err != nil {
+		b.Fatal(err)
+	}
+	x := tensorOf(be, T, cols, randVec(r, T*cols, 1))
+	dst := be.NewTensor(T, rows)
+	b.ResetTimer()
+	for b.Loop() {
+		be.MatMul(dst, x, w)
+	}
+	s := b.Elapsed().Seconds() / float64(b.N)
+	b.ReportMetric(float64(len(data))/s/1e9, "GB/s")
+	b.ReportMetric(2*float64(rows*cols*T)/s/1e9, "GFLOP/s")
+}
+
+// BenchmarkMemBandwidth streams a 256 MiB buffer through every pool thread:
+// the practical memory bandwidth that batch-1 decode cannot exceed.
+func BenchmarkMemBandwidth(b *testing.B) {
+	be := newBackend(b, Config{Threads: benchThreads(), MaxLevel: LevelAVX512})
+	buf := make([]byte, 256<<20)
+	for i := range buf {
+		buf[i] = byte(i)
+	}
+	b.SetBytes(int64(len(buf)))
+	var sink uint64
+	for b.Loop() {
+		sink += be.streamRead(buf)
+	}
+	if sink == 1 {
+		b.Log(sink)
+	}
+	b.ReportMetric(float64(len(buf))*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+}
+
+// BenchmarkDispatch is the pool's cost per kernel call with no work.
+func BenchmarkDispatch(b *testing.B) {
+	be := newBackend(b, Config{Threads: benchThreads(), MaxLevel: LevelAVX512})
+	for b.Loop() {
+		be.dispatchNop()
+	}
+}
+
+// BenchmarkAttention times one layer's attention for decode (1 query over a
+// long context) and prefill (512 causal queries), SmolLM2 heads.
+func BenchmarkAttention(b *testing.B) {
+	be := newBackend(b, Config{Threads: benchThreads(), MaxLevel: LevelAVX512})
+	for _, c := range []struct {
+		name     string
+		kv, q    int
+		dtype    kernels.KVDType
+		blockLen int
+	}{
+		{"decode/ctx=1024/f16", 1024, 1, kernels.KVF16, 16},
+		{"decode/ctx=1024/int8", 1024, 1, kernels.KVInt8, 16},
+		{"prefill/512/f16", 512, 512, kernels.KVF16, 16},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			spec := kernels.KVSpec{Layers: 1, Blocks: (c.kv + c.blockLen - 1) / c.blockLen, BlockSize: c.blockLen, KVHeads: 3, HeadDim: 64, DType: c.dtype}
+			cache, err := be.NewKVCache(spec)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer cache.Close()
+			r := rand.New(rand.NewPCG(1, 1))
+			slots := make([]int32, c.kv)
+			blocks := make([]int32, spec.Blocks)
+			for i := range slots {
+				slots[i] = int32(i)
+			}
+			for i := range blocks {
+				blocks[i] = int32(i)
+			}
+			be.StoreKV(cache, 0, tensorOf(be, c.kv, 192, randVec(r, c.kv*192, 1)), tensorOf(be, c.kv, 192, randVec(r, c.kv*192, 1)), slots)
+			q := tensorOf(be, c.q, 576, randVec(r, c.q*576, 1))
+			dst := be.NewTensor(c.q, 576)
+			p := kernels.AttnParams{Heads: 9, KVHeads: 3, HeadDim: 64, Scale: 0.125,
+				Seqs: []kernels.AttnSeq{{QueryLen: c.q, KVLen: c.kv, Blocks: blocks}}}
+			for b.Loop() {
+				be.Attention(dst, q, cache, 0, p)
+			}
+		})
+	}
+}
