@@ -182,4 +182,3 @@ func TestRestartRejoins(t *testing.T) {
 		return ok
 	})
 }
-

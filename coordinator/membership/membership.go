@@ -120,9 +120,9 @@ type Agent struct {
 	// Members() returns races with memberlist's own updates.
 	members   map[string]Member
 	localAddr string
-	wake   chan struct{}
-	stop   chan struct{}
-	done   chan struct{}
+	wake      chan struct{}
+	stop      chan struct{}
+	done      chan struct{}
 }
 
 // New starts an agent. handler may be nil when the caller only wants to be seen (workers).
