@@ -35,9 +35,10 @@ var (
 	// or lengths beyond the file, bad alignment, tensors outside the data
 	// section or overlapping, duplicate keys or names.
 	ErrInvalid = errors.New("gguf: invalid file")
-	// ErrTruncated reports a file that ends in the middle of a structure;
-	// such errors also wrap ErrInvalid.
-	ErrTruncated = errors.New("gguf: truncated")
+	// ErrTruncated reports a file that ends in the middle of a structure
+	// or before a tensor's data; it is a kind of ErrInvalid (errors.Is
+	// matches both).
+	ErrTruncated error = &subError{msg: "gguf: truncated file", parent: ErrInvalid}
 	// ErrUnsupportedVersion reports a GGUF version other than 2 or 3.
 	ErrUnsupportedVersion = errors.New("gguf: unsupported version")
 	// ErrUnknownType reports a metadata value type or tensor type that
@@ -48,6 +49,15 @@ var (
 	// ErrValueType reports a metadata value read as an incompatible type.
 	ErrValueType = errors.New("gguf: wrong value type")
 )
+
+// subError is a sentinel that is also an instance of a broader sentinel.
+type subError struct {
+	msg    string
+	parent error
+}
+
+func (e *subError) Error() string { return e.msg }
+func (e *subError) Unwrap() error { return e.parent }
 
 const (
 	// Magic is the first four bytes of every GGUF file.
@@ -104,7 +114,7 @@ func Open(path string) (*File, error) {
 		return nil, fmt.Errorf("gguf: %w", err)
 	}
 	if st.Size() < headerSize {
-		return nil, fmt.Errorf("%w: %w: %s is %d bytes, smaller than a header", ErrInvalid, ErrTruncated, path, st.Size())
+		return nil, fmt.Errorf("%w: %s is %d bytes, smaller than a header", ErrTruncated, path, st.Size())
 	}
 	if int64(int(st.Size())) != st.Size() {
 		return nil, fmt.Errorf("%w: %s is too large to map (%d bytes)", ErrInvalid, path, st.Size())

@@ -42,7 +42,7 @@ func (d *decoder) remaining() uint64 { return uint64(len(d.b) - d.off) }
 
 func (d *decoder) need(n uint64, what string) error {
 	if n > d.remaining() {
-		return fmt.Errorf("%w: %w: %s needs %d bytes at offset %d, %d left", ErrInvalid, ErrTruncated, what, n, d.off, d.remaining())
+		return fmt.Errorf("%w: %s needs %d bytes at offset %d, %d left", ErrTruncated, what, n, d.off, d.remaining())
 	}
 	return nil
 }
@@ -445,7 +445,7 @@ func (d *decoder) layout(f *File) error {
 		return nil
 	}
 	if f.DataOffset > uint64(len(d.b)) {
-		return fmt.Errorf("%w: %w: data section at %d is past the end (%d bytes)", ErrInvalid, ErrTruncated, f.DataOffset, len(d.b))
+		return fmt.Errorf("%w: data section at %d is past the end (%d bytes)", ErrTruncated, f.DataOffset, len(d.b))
 	}
 	dataLen := uint64(len(d.b)) - f.DataOffset
 	order := make([]int, len(f.Tensors))
@@ -455,7 +455,7 @@ func (d *decoder) layout(f *File) error {
 			return fmt.Errorf("%w: tensor %q offset %d is not a multiple of the alignment %d", ErrInvalid, t.Name, t.Offset, f.Alignment)
 		}
 		if end, ok := addU64(t.Offset, t.Size); !ok || end > dataLen {
-			return fmt.Errorf("%w: %w: tensor %q [%d, +%d) ends past the data section (%d bytes)", ErrInvalid, ErrTruncated, t.Name, t.Offset, t.Size, dataLen)
+			return fmt.Errorf("%w: tensor %q [%d, +%d) ends past the data section (%d bytes)", ErrTruncated, t.Name, t.Offset, t.Size, dataLen)
 		}
 	}
 	sortByOffset(order, f.Tensors)
