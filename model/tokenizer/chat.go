@@ -120,59 +120,147 @@ func (t *Tokenizer) ChatFormat() string {
 
 // Render formats a conversation as the model's chat template would, ending
 // with the assistant header when addGenerationPrompt is set. The result
-// contains special-token texts: encode it with ParseSpecial. Templates that
-// start with bos_token (Llama-2, Llama-3) include its text, so do not add
-// another BOS when encoding their output.
+// contains special-token texts; prefer EncodeChat, which keeps message
+// content from forging them. Templates that start with bos_token (Llama-2,
+// Llama-3) include its text, so do not add another BOS when encoding it.
 func (t *Tokenizer) Render(msgs []Message, addGenerationPrompt bool) (string, error) {
+	w, err := t.render(msgs, addGenerationPrompt)
+	if err != nil {
+		return "", err
+	}
+	return w.b.String(), nil
+}
+
+// EncodeChat renders a conversation and tokenizes it. Only the special
+// tokens the template itself writes become control tokens; special-token
+// text inside message content is tokenized as plain text, so a client
+// cannot inject "<|im_end|>" or a fake system turn. For content without
+// such text the ids equal Encode(Render(...), ParseSpecial) exactly.
+func (t *Tokenizer) EncodeChat(msgs []Message, addGenerationPrompt bool) ([]int32, error) {
+	w, err := t.render(msgs, addGenerationPrompt)
+	if err != nil {
+		return nil, err
+	}
+	text := w.b.String()
+	var frags []fragment
+	pos := 0
+	raw := func(end int) {
+		for _, f := range t.partition(text[pos:end], false) {
+			if f.tok < 0 {
+				f.start += pos
+				f.end += pos
+			}
+			frags = append(frags, f)
+		}
+	}
+	for _, sp := range w.specials {
+		raw(sp.start)
+		frags = append(frags, fragment{tok: sp.tok})
+		pos = sp.end
+	}
+	raw(len(text))
+	return t.encodeFragments(text, frags, false), nil
+}
+
+func (t *Tokenizer) render(msgs []Message, gen bool) (*chatWriter, error) {
 	if t.chat == nil {
-		return "", ErrNoChatTemplate
+		return nil, ErrNoChatTemplate
 	}
 	for i, m := range msgs {
 		switch m.Role {
 		case "system", "user", "assistant", "tool":
 		default:
-			return "", fmt.Errorf("%w: message %d has unknown role %q", ErrInvalidMessage, i, m.Role)
+			return nil, fmt.Errorf("%w: message %d has unknown role %q", ErrInvalidMessage, i, m.Role)
 		}
 	}
-	var b strings.Builder
+	w := &chatWriter{t: t}
 	switch t.chat.format {
 	case FormatChatML:
-		t.chat.renderChatML(&b, msgs, addGenerationPrompt)
+		t.chat.renderChatML(w, msgs, gen)
 	case FormatLlama3:
-		t.chat.renderLlama3(&b, msgs, addGenerationPrompt)
+		t.chat.renderLlama3(w, msgs, gen)
 	case FormatLlama2:
-		if err := t.chat.renderLlama2(&b, msgs); err != nil {
-			return "", err
+		if err := t.chat.renderLlama2(w, msgs); err != nil {
+			return nil, err
 		}
 	case FormatZephyr:
-		t.chat.renderZephyr(&b, msgs, addGenerationPrompt)
+		t.chat.renderZephyr(w, msgs, gen)
 	}
-	return b.String(), nil
+	return w, nil
 }
 
-func (c *chatTemplate) renderChatML(b *strings.Builder, msgs []Message, gen bool) {
+// chatWriter accumulates rendered text and remembers where the template
+// wrote special tokens that exist in the vocabulary.
+type chatWriter struct {
+	t        *Tokenizer
+	b        strings.Builder
+	specials []chatSpecial
+}
+
+type chatSpecial struct {
+	start, end int
+	tok        int32
+}
+
+func (w *chatWriter) text(parts ...string) {
+	for _, p := range parts {
+		w.b.WriteString(p)
+	}
+}
+
+// special writes a token text the template emits. Texts that are no
+// special token of the vocabulary stay plain text, exactly as Encode with
+// ParseSpecial would treat them.
+func (w *chatWriter) special(s string) {
+	if s == "" {
+		return
+	}
+	if id, ok := w.t.Lookup(s); ok {
+		switch w.t.types[id] {
+		case TypeControl, TypeUserDefined, TypeUnknown:
+			w.specials = append(w.specials, chatSpecial{start: w.b.Len(), end: w.b.Len() + len(s), tok: id})
+		}
+	}
+	w.b.WriteString(s)
+}
+
+func (c *chatTemplate) renderChatML(w *chatWriter, msgs []Message, gen bool) {
 	for i, m := range msgs {
 		if i == 0 && c.hasDefault && m.Role != "system" {
-			b.WriteString("<|im_start|>system\n" + c.defaultSystem + "<|im_end|>\n")
+			w.special("<|im_start|>")
+			w.text("system\n", c.defaultSystem)
+			w.special("<|im_end|>")
+			w.text("\n")
 		}
-		b.WriteString("<|im_start|>" + m.Role + "\n" + m.Content + "<|im_end|>\n")
+		w.special("<|im_start|>")
+		w.text(m.Role, "\n", m.Content)
+		w.special("<|im_end|>")
+		w.text("\n")
 	}
 	if gen {
-		b.WriteString("<|im_start|>assistant\n")
+		w.special("<|im_start|>")
+		w.text("assistant\n")
 	}
 }
 
 // renderLlama3 follows Meta's Llama-3 template: bos_token once, then each
 // message as a header plus its content with surrounding whitespace trimmed.
-func (c *chatTemplate) renderLlama3(b *strings.Builder, msgs []Message, gen bool) {
+func (c *chatTemplate) renderLlama3(w *chatWriter, msgs []Message, gen bool) {
 	for i, m := range msgs {
 		if i == 0 {
-			b.WriteString(c.bos)
+			w.special(c.bos)
 		}
-		b.WriteString("<|start_header_id|>" + m.Role + "<|end_header_id|>\n\n" + pyStrip(m.Content) + "<|eot_id|>")
+		w.special("<|start_header_id|>")
+		w.text(m.Role)
+		w.special("<|end_header_id|>")
+		w.text("\n\n", pyStrip(m.Content))
+		w.special("<|eot_id|>")
 	}
 	if gen {
-		b.WriteString("<|start_header_id|>assistant<|end_header_id|>\n\n")
+		w.special("<|start_header_id|>")
+		w.text("assistant")
+		w.special("<|end_header_id|>")
+		w.text("\n\n")
 	}
 }
 
@@ -180,7 +268,7 @@ func (c *chatTemplate) renderLlama3(b *strings.Builder, msgs []Message, gen bool
 // system message is folded into the first user turn, user and assistant
 // turns must alternate starting with user, and other roles at assistant
 // positions render as nothing. The template has no generation prompt.
-func (c *chatTemplate) renderLlama2(b *strings.Builder, msgs []Message) error {
+func (c *chatTemplate) renderLlama2(w *chatWriter, msgs []Message) error {
 	if len(msgs) == 0 {
 		// The template reads messages[0] unconditionally.
 		return fmt.Errorf("%w: llama2 template needs at least one message", ErrInvalidMessage)
@@ -200,9 +288,11 @@ func (c *chatTemplate) renderLlama2(b *strings.Builder, msgs []Message) error {
 		}
 		switch m.Role {
 		case "user":
-			b.WriteString(c.bos + "[INST] " + pyStrip(content) + " [/INST]")
+			w.special(c.bos)
+			w.text("[INST] ", pyStrip(content), " [/INST]")
 		case "assistant":
-			b.WriteString(" " + pyStrip(content) + " " + c.eos)
+			w.text(" ", pyStrip(content), " ")
+			w.special(c.eos)
 		}
 	}
 	return nil
@@ -210,14 +300,18 @@ func (c *chatTemplate) renderLlama2(b *strings.Builder, msgs []Message) error {
 
 // renderZephyr follows HuggingFaceH4's Zephyr template; tool messages render
 // as nothing there.
-func (c *chatTemplate) renderZephyr(b *strings.Builder, msgs []Message, gen bool) {
+func (c *chatTemplate) renderZephyr(w *chatWriter, msgs []Message, gen bool) {
 	for i, m := range msgs {
 		switch m.Role {
 		case "user", "system", "assistant":
-			b.WriteString("<|" + m.Role + "|>\n" + m.Content + c.eos + "\n")
+			w.special("<|" + m.Role + "|>")
+			w.text("\n", m.Content)
+			w.special(c.eos)
+			w.text("\n")
 		}
 		if i == len(msgs)-1 && gen {
-			b.WriteString("<|assistant|>\n")
+			w.special("<|assistant|>")
+			w.text("\n")
 		}
 	}
 }

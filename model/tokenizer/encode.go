@@ -20,7 +20,9 @@ func (t *Tokenizer) collectSpecials() []int32 {
 	for id, typ := range t.types {
 		switch typ {
 		case TypeControl, TypeUserDefined, TypeUnknown:
-			if t.tokens[id] != "" {
+			// A duplicated text matches the id Lookup returns, so that
+			// Encode and EncodeChat agree.
+			if s := t.tokens[id]; s != "" && t.toID[s] == int32(id) {
 				ids = append(ids, int32(id))
 			}
 		}
@@ -36,10 +38,10 @@ func (t *Tokenizer) collectSpecials() []int32 {
 // occurrence inside the remaining raw fragments becomes a token fragment.
 // Control and unknown tokens take part only when parseSpecial is set.
 func (t *Tokenizer) partition(text string, parseSpecial bool) []fragment {
-	frags := []fragment{{tok: -1, start: 0, end: len(text)}}
 	if text == "" {
 		return nil
 	}
+	frags := []fragment{{tok: -1, start: 0, end: len(text)}}
 	var next []fragment
 	for _, id := range t.specials {
 		if !parseSpecial && t.types[id] != TypeUserDefined {
@@ -74,14 +76,19 @@ func (t *Tokenizer) partition(text string, parseSpecial bool) []fragment {
 }
 
 // Encode turns text into token ids. It never fails: every byte sequence has
-// a tokenization (through byte tokens, or UNK for vocabularies without them).
+// a tokenization (through byte tokens, or by dropping bytes the vocabulary
+// cannot spell, as llama.cpp does).
 func (t *Tokenizer) Encode(text string, opts EncodeOptions) []int32 {
+	return t.encodeFragments(text, t.partition(text, opts.ParseSpecial), opts.AddBOS)
+}
+
+// encodeFragments tokenizes text already cut into raw and special-token
+// fragments.
+func (t *Tokenizer) encodeFragments(text string, frags []fragment, addBOS bool) []int32 {
 	out := make([]int32, 0, len(text)/3+2)
-	prevSpecial := true // SentencePiece prefixes a space to text that starts a fragment run
-	if opts.AddBOS && t.bos >= 0 {
+	if addBOS && t.bos >= 0 {
 		out = append(out, t.bos)
 	}
-	frags := t.partition(text, opts.ParseSpecial)
 	switch t.kind {
 	case modelBPE:
 		sc, _ := t.scratch.Get().(*bpeScratch)
@@ -101,6 +108,9 @@ func (t *Tokenizer) Encode(text string, opts EncodeOptions) []int32 {
 		if sc == nil {
 			sc = &spmScratch{}
 		}
+		// SentencePiece prefixes a space to raw text at the start and after
+		// every special token (llama.cpp's is_prev_special).
+		prevSpecial := true
 		for _, f := range frags {
 			if f.tok >= 0 {
 				out = append(out, f.tok)
