@@ -313,3 +313,36 @@ func TestWriteIOError(t *testing.T) {
 		t.Errorf("Write to a failing writer: %v", err)
 	}
 }
+
+// A File is read-only after Parse: concurrent readers need no locking (run
+// with -race).
+func TestConcurrentReaders(t *testing.T) {
+	ts := sampleTensors(t)
+	f, err := Parse(writeBytes(t, sampleKVs(t), ts))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const readers = 4
+	errs := make(chan error, readers)
+	for range readers {
+		go func() {
+			for _, w := range ts {
+				ti, data, err := f.TensorByName(w.Name)
+				if err != nil || ti.Size != uint64(len(w.Data)) || !bytes.Equal(data, w.Data) {
+					errs <- errors.New("tensor " + w.Name + " read back wrong")
+					return
+				}
+			}
+			if s, ok := f.Strings("test.arr.string"); !ok || len(s) != 3 {
+				errs <- errors.New("Strings read back wrong")
+				return
+			}
+			errs <- nil
+		}()
+	}
+	for range readers { // joins every reader
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
