@@ -276,11 +276,11 @@ func (e *Engine) kick() {
 
 // cancelLocked ends h's request. Blocks are freed now unless a step that
 // writes them is in flight, in which case the loop frees them when it returns.
-func (e *Engine) cancelLocked(h *Handle) {
+func (e *Engine) cancelLocked(h *Handle, reason sample.FinishReason, err error) {
 	if h.finished() {
 		return
 	}
-	h.finish(sample.FinishNone, ErrCancelled)
+	h.finish(reason, err)
 	if h.inFlight {
 		h.cancelled = true
 		return

@@ -243,6 +243,42 @@ func TestCancelFreesBlocks(t *testing.T) {
 	}
 }
 
+func TestStopAndCancelEndings(t *testing.T) {
+	m := tiny(t)
+	e := start(t, m, defaultSetup())
+	tests := []struct {
+		name       string
+		end        func(h *engine.Handle)
+		wantErr    error
+		wantReason sample.FinishReason
+	}{
+		{"stop ends normally", (*engine.Handle).Stop, nil, sample.FinishStop},
+		{"cancel ends with ErrCancelled", (*engine.Handle).Cancel, engine.ErrCancelled, sample.FinishNone},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+			defer cancel()
+			h, err := e.Add(ctx, engine.Request{Tokens: prompts()[0], Params: greedy(400)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := h.Next(ctx); err != nil {
+				t.Fatal(err)
+			}
+			tc.end(h)
+			_, _, err = h.Collect(ctx)
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("Collect err = %v, want %v", err, tc.wantErr)
+			}
+			if done, reason, _ := h.Finish(); !done || reason != tc.wantReason {
+				t.Errorf("Finish = %v, %q; want done, %q", done, reason, tc.wantReason)
+			}
+			waitFor(t, func() bool { return e.BlockManager().Stats().Held == 0 })
+		})
+	}
+}
+
 func TestContextCancelsRequest(t *testing.T) {
 	m := tiny(t)
 	e := start(t, m, defaultSetup())

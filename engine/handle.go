@@ -99,7 +99,16 @@ func (h *Handle) Timing() (added, first, ended time.Time) {
 func (h *Handle) Cancel() {
 	h.e.mu.Lock()
 	defer h.e.mu.Unlock()
-	h.e.cancelLocked(h)
+	h.e.cancelLocked(h, sample.FinishNone, ErrCancelled)
+}
+
+// Stop ends the request normally with FinishStop, for stop conditions the
+// caller detects itself (stop strings on decoded text): the stream ends with
+// io.EOF after the queued tokens and the blocks are freed as by Cancel.
+func (h *Handle) Stop() {
+	h.e.mu.Lock()
+	defer h.e.mu.Unlock()
+	h.e.cancelLocked(h, sample.FinishStop, nil)
 }
 
 // TakeKV hands a finished KeepKV request's blocks to the caller, who must
