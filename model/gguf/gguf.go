@@ -66,8 +66,12 @@ const (
 	DefaultAlignment = 32
 	// KeyAlignment is the metadata key that sets the data alignment.
 	KeyAlignment = "general.alignment"
-	// MaxNameLen is the longest tensor name accepted, in bytes.
+	// MaxNameLen is the longest tensor name Parse accepts, in bytes.
 	MaxNameLen = 64
+	// MaxWriteNameLen is the longest tensor name Write accepts: ggml keeps
+	// names in a NUL-terminated char[64] and rejects 64-byte names, so
+	// files meant for llama.cpp must stay one byte shorter.
+	MaxWriteNameLen = MaxNameLen - 1
 	// MaxDims is the most dimensions a tensor may have (GGML_MAX_DIMS).
 	MaxDims = 4
 	// maxAlignment bounds general.alignment: ggml uses 32, larger values

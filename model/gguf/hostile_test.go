@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/tandemserve/tandem/kernels/quant"
@@ -94,6 +95,7 @@ func TestParseBuilderBaseline(t *testing.T) {
 		"adjacent":      new(raw).header(3, 2, 0).tensor("a", []uint64{8}, quant.F32, 0).tensor("b", []uint64{8}, quant.F32, 32).pad(32).zeros(64).Bytes(),
 		"empty tensor":  oneTensor([]uint64{0, 5}, quant.Q4_0, 0, 0),
 		"scalar tensor": oneTensor(nil, quant.F32, 0, 4),
+		"64-byte name":  new(raw).header(3, 1, 0).tensor(strings.Repeat("n", 64), []uint64{1}, quant.F32, 0).pad(32).zeros(32).Bytes(),
 	}
 	for name, data := range tests {
 		t.Run(name, func(t *testing.T) {

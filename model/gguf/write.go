@@ -23,8 +23,10 @@ type WriteTensor struct {
 // Write encodes a version 3 GGUF file: the metadata in the given order, then
 // the tensor descriptors and data in the given order, each tensor starting at
 // a multiple of the alignment (general.alignment when kvs sets it, else 32)
-// and padded with zeros. It validates everything Parse would check, so a
-// file it writes always parses, and writes nothing when validation fails.
+// and padded with zeros, packed in the given order as ggml requires. It
+// validates everything Parse would check (tensor names are held to ggml's
+// stricter MaxWriteNameLen), so a file it writes always parses, and it
+// writes nothing when validation fails.
 func Write(w io.Writer, kvs []KV, tensors []WriteTensor) error {
 	align, err := checkWrite(kvs, tensors)
 	if err != nil {
@@ -99,8 +101,8 @@ func checkWrite(kvs []KV, tensors []WriteTensor) (uint64, error) {
 	}
 	names := make(map[string]bool, len(tensors))
 	for _, t := range tensors {
-		if len(t.Name) == 0 || len(t.Name) > MaxNameLen || names[t.Name] {
-			return 0, fmt.Errorf("%w: tensor name %q is empty, longer than %d bytes or repeated", ErrInvalid, t.Name, MaxNameLen)
+		if len(t.Name) == 0 || len(t.Name) > MaxWriteNameLen || names[t.Name] {
+			return 0, fmt.Errorf("%w: tensor name %q is empty, longer than %d bytes or repeated", ErrInvalid, t.Name, MaxWriteNameLen)
 		}
 		names[t.Name] = true
 		if len(t.Dims) > MaxDims {
