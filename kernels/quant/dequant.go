@@ -30,7 +30,7 @@ func Dequantize(t Type, src []byte, dst []float32) error {
 			dst[i] = BF16ToF32(binary.LittleEndian.Uint16(src[2*i:]))
 		}
 	default:
-		dec, ok := blockDecoders[t]
+		dec, ok := decoderFor(t)
 		if !ok {
 			return fmt.Errorf("%w: dequantize %v", ErrUnsupported, t)
 		}
@@ -61,18 +61,32 @@ func checkSizes(t Type, n, nbytes int) error {
 // (exactly BlockSize long).
 type blockDecoder func(b []byte, y []float32)
 
-// blockDecoders is read-only after package initialisation.
-var blockDecoders = map[Type]blockDecoder{
-	Q4_0: decodeQ4_0,
-	Q4_1: decodeQ4_1,
-	Q5_0: decodeQ5_0,
-	Q5_1: decodeQ5_1,
-	Q8_0: decodeQ8_0,
-	Q8_1: decodeQ8_1,
-	Q4_K: decodeQ4_K,
-	Q5_K: decodeQ5_K,
-	Q6_K: decodeQ6_K,
-	Q8_K: decodeQ8_K,
+// decoderFor returns the block decoder of t. A switch rather than a map keeps the
+// package free of mutable globals.
+func decoderFor(t Type) (blockDecoder, bool) {
+	switch t {
+	case Q4_0:
+		return decodeQ4_0, true
+	case Q4_1:
+		return decodeQ4_1, true
+	case Q5_0:
+		return decodeQ5_0, true
+	case Q5_1:
+		return decodeQ5_1, true
+	case Q8_0:
+		return decodeQ8_0, true
+	case Q8_1:
+		return decodeQ8_1, true
+	case Q4_K:
+		return decodeQ4_K, true
+	case Q5_K:
+		return decodeQ5_K, true
+	case Q6_K:
+		return decodeQ6_K, true
+	case Q8_K:
+		return decodeQ8_K, true
+	}
+	return nil, false
 }
 
 // The explicit float32 conversions around products below stop the compiler

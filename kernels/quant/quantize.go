@@ -35,7 +35,7 @@ func Quantize(t Type, src []float32, dst []byte) error {
 			binary.LittleEndian.PutUint16(dst[2*i:], F32ToBF16(v))
 		}
 	default:
-		enc, ok := blockEncoders[t]
+		enc, ok := encoderFor(t)
 		if !ok {
 			return fmt.Errorf("%w: quantize to %v", ErrUnsupported, t)
 		}
@@ -51,18 +51,32 @@ func Quantize(t Type, src []float32, dst []byte) error {
 // BlockBytes long), overwriting every byte of b.
 type blockEncoder func(x []float32, b []byte)
 
-// blockEncoders is read-only after package initialisation.
-var blockEncoders = map[Type]blockEncoder{
-	Q4_0: encodeQ4_0,
-	Q4_1: encodeQ4_1,
-	Q5_0: encodeQ5_0,
-	Q5_1: encodeQ5_1,
-	Q8_0: encodeQ8_0,
-	Q8_1: encodeQ8_1,
-	Q4_K: encodeQ4_K,
-	Q5_K: encodeQ5_K,
-	Q6_K: encodeQ6_K,
-	Q8_K: encodeQ8_K,
+// encoderFor returns the block encoder of t. A switch rather than a map keeps the
+// package free of mutable globals.
+func encoderFor(t Type) (blockEncoder, bool) {
+	switch t {
+	case Q4_0:
+		return encodeQ4_0, true
+	case Q4_1:
+		return encodeQ4_1, true
+	case Q5_0:
+		return encodeQ5_0, true
+	case Q5_1:
+		return encodeQ5_1, true
+	case Q8_0:
+		return encodeQ8_0, true
+	case Q8_1:
+		return encodeQ8_1, true
+	case Q4_K:
+		return encodeQ4_K, true
+	case Q5_K:
+		return encodeQ5_K, true
+	case Q6_K:
+		return encodeQ6_K, true
+	case Q8_K:
+		return encodeQ8_K, true
+	}
+	return nil, false
 }
 
 func putF16(b []byte, off int, v float32) { binary.LittleEndian.PutUint16(b[off:], F32ToF16(v)) }

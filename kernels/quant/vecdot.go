@@ -58,10 +58,18 @@ func VecDot(t Type, w, act []byte, n int) (float32, error) {
 	if err := checkSizes(at, n, len(act)); err != nil {
 		return 0, fmt.Errorf("quant: activation row: %w", err)
 	}
-	if fn, ok := floatDots[t]; ok {
-		return fn(w, act, n), nil
+	switch t {
+	case F32:
+		return dotF32(w, act, n), nil
+	case F16:
+		return dotF16(w, act, n), nil
+	case BF16:
+		return dotBF16(w, act, n), nil
 	}
-	dot := blockDots[t]
+	dot, ok := blockDotFor(t)
+	if !ok {
+		return 0, fmt.Errorf("%w: dot product with %v weights", ErrUnsupported, t)
+	}
 	wb, ab := t.BlockBytes(), at.BlockBytes()
 	var sum float32
 	for i := 0; i < n/t.BlockSize(); i++ {
@@ -74,44 +82,55 @@ func f32At(b []byte, i int) float32 {
 	return math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
 }
 
-// floatDots is read-only after package initialisation.
-var floatDots = map[Type]func(w, act []byte, n int) float32{
-	F32: func(w, act []byte, n int) float32 {
-		var s float32
-		for i := 0; i < n; i++ {
-			s += float32(f32At(w, i) * f32At(act, i))
-		}
-		return s
-	},
-	F16: func(w, act []byte, n int) float32 {
-		var s float32
-		for i := 0; i < n; i++ {
-			s += float32(F16ToF32(binary.LittleEndian.Uint16(w[2*i:])) * f32At(act, i))
-		}
-		return s
-	},
-	BF16: func(w, act []byte, n int) float32 {
-		var s float32
-		for i := 0; i < n; i++ {
-			s += float32(BF16ToF32(binary.LittleEndian.Uint16(w[2*i:])) * f32At(act, i))
-		}
-		return s
-	},
+func dotF32(w, act []byte, n int) float32 {
+	var s float32
+	for i := 0; i < n; i++ {
+		s += float32(f32At(w, i) * f32At(act, i))
+	}
+	return s
+}
+
+func dotF16(w, act []byte, n int) float32 {
+	var s float32
+	for i := 0; i < n; i++ {
+		s += float32(F16ToF32(binary.LittleEndian.Uint16(w[2*i:])) * f32At(act, i))
+	}
+	return s
+}
+
+func dotBF16(w, act []byte, n int) float32 {
+	var s float32
+	for i := 0; i < n; i++ {
+		s += float32(BF16ToF32(binary.LittleEndian.Uint16(w[2*i:])) * f32At(act, i))
+	}
+	return s
 }
 
 // A blockDot returns one weight block's contribution to a dot product.
 type blockDot func(w, a []byte) float32
 
-// blockDots is read-only after package initialisation.
-var blockDots = map[Type]blockDot{
-	Q4_0: dotQ4_0,
-	Q4_1: dotQ4_1,
-	Q5_0: dotQ5_0,
-	Q5_1: dotQ5_1,
-	Q8_0: dotQ8_0,
-	Q4_K: dotQ4_K,
-	Q5_K: dotQ5_K,
-	Q6_K: dotQ6_K,
+// blockDotFor returns the per-block dot product of weight type t. A switch rather than a map keeps the
+// package free of mutable globals.
+func blockDotFor(t Type) (blockDot, bool) {
+	switch t {
+	case Q4_0:
+		return dotQ4_0, true
+	case Q4_1:
+		return dotQ4_1, true
+	case Q5_0:
+		return dotQ5_0, true
+	case Q5_1:
+		return dotQ5_1, true
+	case Q8_0:
+		return dotQ8_0, true
+	case Q4_K:
+		return dotQ4_K, true
+	case Q5_K:
+		return dotQ5_K, true
+	case Q6_K:
+		return dotQ6_K, true
+	}
+	return nil, false
 }
 
 func i8(b byte) int32 { return int32(int8(b)) }
