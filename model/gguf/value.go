@@ -25,11 +25,34 @@ const (
 	TypeFloat64 ValueType = 12
 )
 
-var valueTypeNames = [...]string{"uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "bool", "string", "array", "uint64", "int64", "float64"}
-
 func (t ValueType) String() string {
-	if int(t) < len(valueTypeNames) {
-		return valueTypeNames[t]
+	switch t {
+	case TypeUint8:
+		return "uint8"
+	case TypeInt8:
+		return "int8"
+	case TypeUint16:
+		return "uint16"
+	case TypeInt16:
+		return "int16"
+	case TypeUint32:
+		return "uint32"
+	case TypeInt32:
+		return "int32"
+	case TypeFloat32:
+		return "float32"
+	case TypeBool:
+		return "bool"
+	case TypeString:
+		return "string"
+	case TypeArray:
+		return "array"
+	case TypeUint64:
+		return "uint64"
+	case TypeInt64:
+		return "int64"
+	case TypeFloat64:
+		return "float64"
 	}
 	return fmt.Sprintf("ValueType(%d)", uint32(t))
 }
