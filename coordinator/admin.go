@@ -312,6 +312,17 @@ func (s *Server) SnapshotSave(context.Context) (*pb.SnapshotSaveResponse, error)
 	return &pb.SnapshotSaveResponse{Id: meta.ID, Index: meta.Index, Term: meta.Term}, nil
 }
 
+// CoordinatorGossipAddrs lists the gossip addresses of live coordinators other than this one.
+func (s *Server) CoordinatorGossipAddrs() []string {
+	var out []string
+	for _, m := range s.gossip.Members() {
+		if m.Meta.Role == string(fsm.RoleCoordinator) && m.ID != s.cfg.NodeID {
+			out = append(out, m.Addr)
+		}
+	}
+	return out
+}
+
 // gossipSeeds lists the gossip addresses of live coordinators, for workers and new peers to join.
 func (s *Server) gossipSeeds() []string {
 	var out []string

@@ -147,9 +147,11 @@ func (s *Server) handleMemberEvent(ctx context.Context, e membership.Event) {
 // draining workers whose latest report shows no work become drained.
 func (s *Server) reconcile(ctx context.Context) {
 	alive := map[string]bool{}
-	for _, m := range s.gossip.Members() {
+	members := s.gossip.Members()
+	for _, m := range members {
 		alive[m.ID] = true
 	}
+	s.reconcilePeers(ctx, members)
 	now := s.clock.Now()
 	for _, n := range s.fsm.State().SortedNodes() {
 		if n.ID == s.cfg.NodeID {
@@ -185,5 +187,36 @@ func (s *Server) setState(ctx context.Context, id string, to, from fsm.NodeState
 	case errors.Is(err, context.Canceled), errors.Is(err, ErrNotLeader):
 	default:
 		s.log.Warn("node state change failed", "node", id, "state", to, "err", err)
+	}
+}
+
+// reconcilePeers records every Raft peer that gossips as a coordinator, so that `nodes` lists all
+// coordinators and any of them can be found for forwarding once it leads. Peers added through
+// AddPeer are recorded there already; peers bootstrapped together are recorded here.
+func (s *Server) reconcilePeers(ctx context.Context, members []membership.Member) {
+	cf := s.raft.GetConfiguration()
+	if cf.Error() != nil {
+		return
+	}
+	raftAddr := map[string]string{}
+	for _, srv := range cf.Configuration().Servers {
+		raftAddr[string(srv.ID)] = string(srv.Address)
+	}
+	st := s.fsm.State()
+	for _, m := range members {
+		ra, ok := raftAddr[m.ID]
+		if !ok || m.Meta.Role != string(fsm.RoleCoordinator) || m.ID == s.cfg.NodeID {
+			continue
+		}
+		if n, ok := st.Nodes[m.ID]; ok && n.GRPCAddr == m.Meta.GRPCAddr && n.RaftAddr == ra {
+			continue
+		}
+		err := s.apply(ctx, fsm.CmdRegisterNode, fsm.RegisterNode{
+			Node: fsm.Node{ID: m.ID, Role: fsm.RoleCoordinator, GRPCAddr: m.Meta.GRPCAddr, RaftAddr: ra, Version: m.Meta.Version},
+			At:   s.clock.Now().UnixNano(),
+		})
+		if err != nil {
+			s.log.Warn("recording coordinator failed", "peer", m.ID, "err", err)
+		}
 	}
 }

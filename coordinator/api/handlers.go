@@ -57,13 +57,19 @@ func (s *Service) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRe
 // Nodes implements pb.AdminServer. Load lives on the leader, so the call is forwarded when a
 // leader exists and answered locally (without load) when none does.
 func (s *Service) Nodes(ctx context.Context, req *pb.NodesRequest) (*pb.NodesResponse, error) {
-	resp, err := onLeader(ctx, s, func() (*pb.NodesResponse, error) { return s.b.Nodes(ctx, req.GetRole()), nil },
+	return leaderOrLocal(ctx, s, func() *pb.NodesResponse { return s.b.Nodes(ctx, req.GetRole()) },
 		func(c *grpc.ClientConn, fctx context.Context) (*pb.NodesResponse, error) {
 			return pb.NewAdminClient(c).Nodes(fctx, req)
 		})
+}
+
+// leaderOrLocal answers a read on the leader, falling back to local state when no leader can
+// be reached (an operator debugging a broken cluster still sees something).
+func leaderOrLocal[T any](ctx context.Context, s *Service, local func() T, remote func(*grpc.ClientConn, context.Context) (T, error)) (T, error) {
+	resp, err := onLeader(ctx, s, func() (T, error) { return local(), nil }, remote)
 	if err != nil && ctx.Err() == nil {
-		s.log.Debug("answering nodes locally", "err", err)
-		return s.b.Nodes(ctx, req.GetRole()), nil
+		s.log.Debug("answering read locally", "err", err)
+		return local(), nil
 	}
 	return resp, err
 }
@@ -105,9 +111,13 @@ func (s *Service) RemovePeer(ctx context.Context, req *pb.RemovePeerRequest) (*p
 	})
 }
 
-// Models implements pb.AdminServer.
-func (s *Service) Models(ctx context.Context, _ *pb.ModelsRequest) (*pb.ModelsResponse, error) {
-	return s.b.Models(ctx), nil
+// Models implements pb.AdminServer. Like Nodes, it reads on the leader when there is one, so an
+// operator sees their own writes; without a leader it answers from local state.
+func (s *Service) Models(ctx context.Context, req *pb.ModelsRequest) (*pb.ModelsResponse, error) {
+	return leaderOrLocal(ctx, s, func() *pb.ModelsResponse { return s.b.Models(ctx) },
+		func(c *grpc.ClientConn, fctx context.Context) (*pb.ModelsResponse, error) {
+			return pb.NewAdminClient(c).Models(fctx, req)
+		})
 }
 
 // SetModel implements pb.AdminServer.
@@ -128,9 +138,12 @@ func (s *Service) RemoveModel(ctx context.Context, req *pb.RemoveModelRequest) (
 	})
 }
 
-// GetPolicy implements pb.AdminServer.
-func (s *Service) GetPolicy(context.Context, *pb.GetPolicyRequest) (*pb.PolicyResponse, error) {
-	return s.b.Policy(), nil
+// GetPolicy implements pb.AdminServer, reading on the leader when there is one.
+func (s *Service) GetPolicy(ctx context.Context, req *pb.GetPolicyRequest) (*pb.PolicyResponse, error) {
+	return leaderOrLocal(ctx, s, s.b.Policy,
+		func(c *grpc.ClientConn, fctx context.Context) (*pb.PolicyResponse, error) {
+			return pb.NewAdminClient(c).GetPolicy(fctx, req)
+		})
 }
 
 // SetPolicy implements pb.AdminServer.

@@ -76,6 +76,8 @@ type Cluster struct {
 	workers []*Worker
 	// Configure, if set before adding nodes, adjusts each node's config.
 	Configure func(*coordinator.Config)
+	// AdminToken, if set before adding nodes, protects the Admin API; Client sends it.
+	AdminToken string
 }
 
 // MakeCluster starts n voters bootstrapped together and waits for a leader.
@@ -87,8 +89,23 @@ func MakeCluster(t testing.TB, n int) *Cluster {
 // MakeClusterWith is MakeCluster with a callback that adjusts every node's config.
 func MakeClusterWith(t testing.TB, n int, configure func(*coordinator.Config)) *Cluster {
 	t.Helper()
+	return MakeClusterOpts(t, Options{Voters: n, Configure: configure})
+}
+
+// Options configure a test cluster.
+type Options struct {
+	Voters     int
+	Configure  func(*coordinator.Config)
+	AdminToken string // required on Admin calls when set
+}
+
+// MakeClusterOpts starts a cluster from opts and waits for a leader.
+func MakeClusterOpts(t testing.TB, opts Options) *Cluster {
+	t.Helper()
+	n := opts.Voters
 	c := NewCluster(t)
-	c.Configure = configure
+	c.Configure = opts.Configure
+	c.AdminToken = opts.AdminToken
 	var servers []raft.Server
 	for i := range n {
 		nd := c.newNode(fmt.Sprintf("c%d", i))
@@ -151,7 +168,7 @@ func (c *Cluster) start(nd *Node, bootstrap []raft.Server) {
 			}
 		}
 	}
-	svc := api.New(srv, api.Config{Logger: testLogger(c.t, nd.ID)})
+	svc := api.New(srv, api.Config{Logger: testLogger(c.t, nd.ID), AdminToken: c.AdminToken})
 	gs := grpc.NewServer(svc.ServerOptions()...)
 	svc.RegisterServices(gs)
 	nd.Server, nd.GRPCAddr, nd.grpc, nd.svc, nd.dead = srv, cfg.GRPCAdvertise, gs, svc, false
@@ -263,16 +280,21 @@ func (c *Cluster) Restart(nd *Node) {
 	c.start(nd, nil)
 }
 
-// Client returns a client that knows every live coordinator's gRPC address.
-func (c *Cluster) Client(t testing.TB) *client.Client {
-	t.Helper()
+// Addrs lists the gRPC addresses of live coordinators.
+func (c *Cluster) Addrs() []string {
 	var addrs []string
 	for _, nd := range c.Nodes {
 		if !nd.dead && nd.Server != nil {
 			addrs = append(addrs, nd.GRPCAddr)
 		}
 	}
-	cl, err := client.New(client.Config{Addrs: addrs, Logger: testLogger(t, "client")})
+	return addrs
+}
+
+// Client returns a client that knows every live coordinator's gRPC address.
+func (c *Cluster) Client(t testing.TB) *client.Client {
+	t.Helper()
+	cl, err := client.New(client.Config{Addrs: c.Addrs(), Token: c.AdminToken, Logger: testLogger(t, "client")})
 	if err != nil {
 		t.Fatal(err)
 	}
