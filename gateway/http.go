@@ -79,7 +79,8 @@ func decode(r *http.Request, v any) error {
 	case errors.As(err, &fe), errors.As(err, &mbe):
 		return err
 	case errors.As(err, &te):
-		return fieldErr(te.Field, "must be %s, got %s", te.Type, te.Value)
+		// Fields of the embedded shared struct carry its Go name.
+		return fieldErr(strings.TrimPrefix(te.Field, "samplingFields."), "must be %s, got %s", te.Type, te.Value)
 	}
 	return fieldErr("body", "malformed JSON: %v", err)
 }
