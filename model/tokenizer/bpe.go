@@ -156,6 +156,8 @@ type bpeScratch struct {
 	syms        []bpeSymbol
 	heap        []bpePair
 	word        []byte
+	// encodeSmallWord's arrays
+	ids, ranks, merged []int32
 }
 
 // encode appends the tokens of one raw text fragment to out.
@@ -215,11 +217,19 @@ func (m *bpeModel) appendByteLevel(dst []byte, s string) []byte {
 	return dst
 }
 
+// smallWord is the piece length (bytes) up to which encodeWord scans an
+// array of pair ranks instead of keeping a heap: for the short pieces that
+// make up most text, a linear scan beats heap upkeep.
+const smallWord = 64
+
 // encodeWord runs the merge loop on one pre-tokenized piece: repeatedly merge
 // the adjacent pair with the lowest rank (leftmost on ties).
 func (m *bpeModel) encodeWord(t *Tokenizer, word string, sc *bpeScratch, out []int32) []int32 {
 	if len(word) == 1 {
 		return m.emit(t, m.byteSym[word[0]], out)
+	}
+	if len(word) <= smallWord {
+		return m.encodeSmallWord(t, word, sc, out)
 	}
 	syms := sc.syms[:0]
 	for i := 0; i < len(word); i++ {
@@ -254,6 +264,60 @@ func (m *bpeModel) encodeWord(t *Tokenizer, word string, sc *bpeScratch, out []i
 		out = m.emit(t, syms[i].id, out)
 	}
 	sc.syms, sc.heap = syms, h
+	return out
+}
+
+// lookup returns the rank and result of merging left and right, or
+// noMerge.
+func (m *bpeModel) lookup(left, right int32) (rank, id int32) {
+	mg, ok := m.ranks[uint64(uint32(left))<<32|uint64(uint32(right))]
+	if !ok {
+		return noMerge, -1
+	}
+	return mg.rank, mg.id
+}
+
+// noMerge ranks a pair that has no merge, above every real rank.
+const noMerge = int32(1<<31 - 1)
+
+// encodeSmallWord is encodeWord for short pieces. ids holds the current
+// symbols, ranks[i] and merged[i] describe the pair (ids[i], ids[i+1]); after
+// a merge only the two pairs touching the new symbol are looked up again.
+func (m *bpeModel) encodeSmallWord(t *Tokenizer, word string, sc *bpeScratch, out []int32) []int32 {
+	ids, ranks, merged := sc.ids[:0], sc.ranks[:0], sc.merged[:0]
+	for i := 0; i < len(word); i++ {
+		ids = append(ids, m.byteSym[word[i]])
+	}
+	for i := 0; i+1 < len(ids); i++ {
+		r, id := m.lookup(ids[i], ids[i+1])
+		ranks = append(ranks, r)
+		merged = append(merged, id)
+	}
+	for {
+		best, bestRank := -1, noMerge
+		for i, r := range ranks {
+			if r < bestRank { // strict: the leftmost of equal ranks wins
+				best, bestRank = i, r
+			}
+		}
+		if best < 0 {
+			break
+		}
+		ids[best] = merged[best]
+		ids = slices.Delete(ids, best+1, best+2)
+		ranks = slices.Delete(ranks, best, best+1)
+		merged = slices.Delete(merged, best, best+1)
+		if best > 0 {
+			ranks[best-1], merged[best-1] = m.lookup(ids[best-1], ids[best])
+		}
+		if best+1 < len(ids) {
+			ranks[best], merged[best] = m.lookup(ids[best], ids[best+1])
+		}
+	}
+	for _, id := range ids {
+		out = m.emit(t, id, out)
+	}
+	sc.ids, sc.ranks, sc.merged = ids, ranks, merged
 	return out
 }
 
