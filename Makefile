@@ -56,7 +56,9 @@ lint: ## gofmt and go vet
 kernels: ## build the CUDA kernel library (needs nvcc)
 	@scripts/build-cuda.sh
 
-kernels-if-nvcc:
-	@if [ -x "$$(command -v nvcc)" ] || [ -n "$$NVCC" ]; then scripts/build-cuda.sh; else echo "nvcc not found: skipping CUDA kernel build"; fi
+CUDA_PYPI ?= $(or $(TANDEM_CUDA_PYPI),$(HOME)/.cache/tandem/cuda-pypi)
+kernels-if-nvcc: # build the kernels when any nvcc that build-cuda.sh searches is present
+	@if [ -n "$$NVCC" ] || command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ] || [ -x "$(CUDA_PYPI)/nvidia/cu13/bin/nvcc" ]; then \
+		scripts/build-cuda.sh; else echo "nvcc not found: skipping CUDA kernel build (scripts/install-cuda-pypi.sh installs one)"; fi
 
 check: lint test ## everything CI runs

@@ -9,12 +9,12 @@
 # PyPI install of scripts/install-cuda-pypi.sh ($TANDEM_CUDA_PYPI).
 #
 #   scripts/build-cuda.sh            # build
-#   OUT=/tmp/lib.so scripts/build-cuda.sh
+#   TANDEM_CUDA_LIB_OUT=/tmp/lib.so scripts/build-cuda.sh
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 src="$root/kernels/cuda/csrc"
-out="${OUT:-$root/kernels/cuda/build/libtandem_cuda.so}"
+out="${TANDEM_CUDA_LIB_OUT:-$root/kernels/cuda/build/libtandem_cuda.so}"
 pypi="${TANDEM_CUDA_PYPI:-$HOME/.cache/tandem/cuda-pypi}"
 
 find_nvcc() {
