@@ -231,6 +231,14 @@ func (m *bpeModel) encodeWord(t *Tokenizer, word string, sc *bpeScratch, out []i
 	if len(word) <= smallWord {
 		return m.encodeSmallWord(t, word, sc, out)
 	}
+	return m.encodeHeapWord(t, word, sc, out)
+}
+
+// encodeHeapWord is encodeWord for long pieces: symbols form a linked list
+// and candidate pairs wait in a heap ordered by (rank, position); entries
+// made stale by a neighbour's merge are skipped when popped, as in
+// llama.cpp.
+func (m *bpeModel) encodeHeapWord(t *Tokenizer, word string, sc *bpeScratch, out []int32) []int32 {
 	syms := sc.syms[:0]
 	for i := 0; i < len(word); i++ {
 		syms = append(syms, bpeSymbol{id: m.byteSym[word[i]], prev: int32(i - 1), next: int32(i + 1)})

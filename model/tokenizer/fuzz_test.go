@@ -2,6 +2,7 @@ package tokenizer
 
 import (
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -68,6 +69,27 @@ func FuzzEncode(f *testing.F) {
 		if !parseSpecial && utf8.ValidString(text) && !strings.Contains(text, spaceMarker) {
 			if got := spm.Decode(ids); got != text {
 				t.Fatalf("spm Decode(Encode(%q)) = %q", text, got)
+			}
+		}
+	})
+}
+
+// FuzzMergeLoops: the array merge loop for short pieces and the heap merge
+// loop for long ones give the same tokens for every piece.
+func FuzzMergeLoops(f *testing.F) {
+	for _, s := range []string{"hello", " the", "aaaaaaaaaaaa", "supercalifragilistic", "😀😀", "\x00\xff"} {
+		f.Add(s)
+	}
+	bpe, _ := fuzzTokenizers(f)
+	f.Fuzz(func(t *testing.T, word string) {
+		if word == "" {
+			return
+		}
+		for _, tok := range bpe {
+			small := tok.bpe.encodeSmallWord(tok, word, &bpeScratch{}, nil)
+			heap := tok.bpe.encodeHeapWord(tok, word, &bpeScratch{}, nil)
+			if !slices.Equal(small, heap) {
+				t.Fatalf("piece %q: array loop %v, heap loop %v", word, small, heap)
 			}
 		}
 	})

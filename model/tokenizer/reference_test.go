@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -61,6 +62,23 @@ func TestReferenceSmolLM2(t *testing.T) {
 		}
 		if back := tok.Decode(plain); back != want {
 			t.Errorf("case %d: Decode(Encode(%q, plain)) = %q", i, c.Text, back)
+		}
+	}
+}
+
+// TestMergeLoopsAgreeOnCorpus runs every pre-tokenized piece of the corpus
+// through both merge loops (array for short pieces, heap for long ones).
+func TestMergeLoopsAgreeOnCorpus(t *testing.T) {
+	tok := loadTokenizer(t, smolLM2Path(), "SmolLM2 merge loops")
+	f := loadFixture(t, "smollm2.json")
+	sc := &bpeScratch{}
+	for _, c := range f.Cases {
+		for _, piece := range tok.bpe.pre.split(c.Text, nil, nil) {
+			small := tok.bpe.encodeSmallWord(tok, piece, sc, nil)
+			heap := tok.bpe.encodeHeapWord(tok, piece, sc, nil)
+			if !slices.Equal(small, heap) {
+				t.Errorf("piece %q: array loop %v, heap loop %v", piece, small, heap)
+			}
 		}
 	}
 }
