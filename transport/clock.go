@@ -6,8 +6,10 @@ import "time"
 // fake that advances on command (transporttest.FakeClock).
 type Clock interface {
 	Now() time.Time
-	// After delivers once, at or after d from now.
-	After(d time.Duration) <-chan time.Time
+	// At delivers once the clock reads t or later. Taking an instant rather
+	// than a duration keeps a fake clock race-free: advancing it between a
+	// caller's Now and At cannot push the deadline back.
+	At(t time.Time) <-chan time.Time
 }
 
 // SystemClock is the real clock.
@@ -18,5 +20,5 @@ var _ Clock = SystemClock{}
 // Now returns time.Now.
 func (SystemClock) Now() time.Time { return time.Now() }
 
-// After returns time.After(d).
-func (SystemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+// At returns a channel that fires at t.
+func (SystemClock) At(t time.Time) <-chan time.Time { return time.After(time.Until(t)) }

@@ -211,6 +211,7 @@ func (in *Inbound) chunkLocked(layer int, offset uint64, data []byte, crc uint32
 		rest = rest[n:]
 	}
 	in.layer[layer] += uint64(len(data))
+	in.l.bytes += uint64(len(data))
 	if in.staged = -1; in.layer[layer]%uint64(in.bb) != 0 {
 		in.staged = layer
 	}

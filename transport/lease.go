@@ -40,6 +40,10 @@ const (
 	stateFreed
 )
 
+var stateNames = [...]string{"allocating", "reserved", "streaming", "ready", "claimed", "freed"}
+
+func (s leaseState) String() string { return stateNames[s] }
+
 func (s leaseState) final() bool { return s == stateClaimed || s == stateFreed }
 
 // lease is the receiver's record of one transfer. mu serialises every write
@@ -53,6 +57,7 @@ type lease struct {
 	blocks   []int32
 	owned    map[int32]struct{}
 	expiry   time.Time
+	bytes    uint64        // payload bytes applied
 	cause    error         // why the lease was freed
 	settled  chan struct{} // closed on the first of ready or freed
 	isSettle bool

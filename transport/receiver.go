@@ -262,6 +262,27 @@ func (r *Receiver) Ready(ctx context.Context, transferID string) ([]int32, error
 	return blocks, nil
 }
 
+// TransferStat is a live transfer's progress, for metrics and tests.
+type TransferStat struct {
+	State  string // reserved, streaming or ready
+	Bytes  uint64 // payload bytes applied so far
+	Expiry time.Time
+}
+
+// Stat reports a live transfer's progress; ok is false when the transfer
+// is unknown or has ended.
+func (r *Receiver) Stat(transferID string) (st TransferStat, ok bool) {
+	r.mu.Lock()
+	l := r.leases[transferID]
+	r.mu.Unlock()
+	if l == nil {
+		return TransferStat{}, false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return TransferStat{State: l.state.String(), Bytes: l.bytes, Expiry: l.expiry}, !l.state.final()
+}
+
 // Active is the number of transfers holding blocks.
 func (r *Receiver) Active() int {
 	r.mu.Lock()
@@ -373,7 +394,7 @@ func (r *Receiver) reap() {
 		next := r.sweep(now)
 		var timer <-chan time.Time
 		if !next.IsZero() {
-			timer = r.cfg.Clock.After(next.Sub(now))
+			timer = r.cfg.Clock.At(next)
 		}
 		select {
 		case <-r.stop:

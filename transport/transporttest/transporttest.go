@@ -42,16 +42,16 @@ func (c *FakeClock) Now() time.Time {
 	return c.now
 }
 
-// After fires when the clock has been advanced past d from now.
-func (c *FakeClock) After(d time.Duration) <-chan time.Time {
+// At fires once the clock has been advanced to t.
+func (c *FakeClock) At(t time.Time) <-chan time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ch := make(chan time.Time, 1)
-	if d <= 0 {
+	if !t.After(c.now) {
 		ch <- c.now
 		return ch
 	}
-	c.waiters = append(c.waiters, waiter{at: c.now.Add(d), ch: ch})
+	c.waiters = append(c.waiters, waiter{at: t, ch: ch})
 	return ch
 }
 
