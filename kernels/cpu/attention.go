@@ -36,7 +36,7 @@ func (b *Backend) Attention(dst, q kernels.Tensor, c kernels.KVCache, layer int,
 	}
 	items := growI32(b.attItems, len(p.Seqs)+1)
 	scratch := b.attScratch
-	if n := b.cfg.Threads * (s.BlockSize + s.HeadDim); len(scratch) < n {
+	if n := b.cfg.Threads * attnScratch(s.BlockSize, s.HeadDim, p.Heads, p.KVHeads); len(scratch) < n {
 		scratch = make([]float32, n)
 	}
 	b.attSeqs, b.attBlocks, b.attItems, b.attScratch = seqs, blocks, items, scratch

@@ -274,7 +274,7 @@ func (b *Backend) SwiGLU(dst, gate, up kernels.Tensor) {
 		panic(fmt.Sprintf("cpu: SwiGLU: dst %dx%d, gate %dx%d, up %dx%d", d.rows, d.cols, g.rows, g.cols, u.rows, u.cols))
 	}
 	if d.rows > 0 {
-		cSwiGLU(b.pool, d.data, g.data, u.data, d.rows, d.cols)
+		cSwiGLU(b.pool, b.kern, d.data, g.data, u.data, d.rows, d.cols)
 	}
 }
 

@@ -77,8 +77,8 @@ func cAdd(p *cPool, dst, x []float32, rows, cols int) {
 	C.tk_add(p.p, f32p(dst), f32p(x), C.int(rows), C.int(cols))
 }
 
-func cSwiGLU(p *cPool, dst, gate, up []float32, rows, cols int) {
-	C.tk_swiglu(p.p, f32p(dst), f32p(gate), f32p(up), C.int(rows), C.int(cols))
+func cSwiGLU(p *cPool, k *cKernels, dst, gate, up []float32, rows, cols int) {
+	C.tk_swiglu(p.p, k.k, f32p(dst), f32p(gate), f32p(up), C.int(rows), C.int(cols))
 }
 
 func cRoPE(p *cPool, x []float32, pos []int32, rows, cols, heads, headDim, dims int, base, freqScale float32, interleaved bool) {
@@ -93,6 +93,11 @@ func cEmbed(p *cPool, dst []float32, typ uint32, table []byte, cols int, ids []i
 func cStoreKV(region []byte, blockSize, kvHeads, headDim, dtype int, k, v []float32, slots []int32) {
 	C.tk_store_kv(u8p(region), C.int(blockSize), C.int(kvHeads), C.int(headDim), C.int(dtype),
 		f32p(k), f32p(v), i32p(slots), C.int(len(slots)))
+}
+
+// attnScratch is the per-thread scratch (floats) Attention needs.
+func attnScratch(blockSize, headDim, heads, kvHeads int) int {
+	return int(C.tk_attn_scratch(C.int(blockSize), C.int(headDim), C.int(heads), C.int(kvHeads)))
 }
 
 type attnCall struct {

@@ -68,12 +68,19 @@ typedef struct {
 	const char *name;
 	int mr, nr;  // largest tile the kernels accept
 	tk_tile_fn tile[31];  // indexed by weight type; NULL when unsupported
-	// Attention helpers on one head vector of n values.
-	float (*dot_f16)(const float *q, const uint16_t *k, int n);
-	void (*axpy_f16)(float *acc, float p, const uint16_t *v, int n);
-	float (*dot_i8)(const float *q, const int8_t *k, int n);
-	void (*axpy_i8)(float *acc, float p, const int8_t *v, int n);
+	// Attention helpers. K and V blocks are widened to f32 once per work
+	// item and shared by all of its query rows and heads.
+	void (*cvt_f16)(float *dst, const uint16_t *src, int n);
+	void (*cvt_i8)(float *dst, const int8_t *src, float scale, int n);
+	// scores sets s[j] = scale * dot(q, K[j*hd:]) for j < n.
+	void (*scores)(float *s, const float *q, const float *K, int n, int hd, float scale);
+	// exp_sum sets s[j] = exp(s[j] - m) and returns their sum.
+	float (*exp_sum)(float *s, int n, float m);
+	// wsum adds sum_j p[j] * V[j*hd:] to acc (hd values).
+	void (*wsum)(float *acc, const float *p, const float *V, int n, int hd);
 	void (*scale)(float *acc, float alpha, int n);
+	// silu_mul sets dst[i] = g[i] / (1 + exp(-g[i])) * u[i].
+	void (*silu_mul)(float *dst, const float *g, const float *u, int n);
 } tk_kernels;
 
 // Kernel tables; tk_kernels_avx2/avx512 return NULL when not compiled in.

@@ -1,6 +1,7 @@
 // AVX2 + FMA + F16C kernels (x86-64 CPUs from Haswell / Zen 1 on). The
 // target pragma compiles only this file for AVX2; tk_select calls it only
 // after __builtin_cpu_supports confirms the CPU runs it.
+#include <math.h>
 #include <string.h>
 
 #include "tk.h"

@@ -1,6 +1,7 @@
 // AVX-512 VNNI kernels (Intel Ice Lake / AMD Zen 4 on): 256-bit vectors with
 // the EVEX encoding, which gives the tiles 32 registers and vpdpbusd, the
 // u8 x s8 dot product that replaces maddubs+madd.
+#include <math.h>
 #include <string.h>
 
 #include "tk.h"

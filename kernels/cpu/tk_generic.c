@@ -3,6 +3,7 @@
 // types the SIMD levels do not specialise. Each pair is computed by the same
 // function whatever the tile shape, so they are batch-invariant by
 // construction.
+#include <math.h>
 #include <string.h>
 
 #include "tk.h"
@@ -165,28 +166,43 @@ TILE(tile_f32, dot_float(TK_F32, nb, wi, (const float *)aj))
 TILE(tile_f16, dot_float(TK_F16, nb, wi, (const float *)aj))
 TILE(tile_bf16, dot_float(TK_BF16, nb, wi, (const float *)aj))
 
-static float g_dot_f16(const float *q, const uint16_t *k, int n) {
-	float s = 0;
-	for (int i = 0; i < n; i++) s += q[i] * tk_f16_to_f32(k[i]);
-	return s;
+static void g_cvt_f16(float *dst, const uint16_t *src, int n) {
+	for (int i = 0; i < n; i++) dst[i] = tk_f16_to_f32(src[i]);
 }
 
-static void g_axpy_f16(float *acc, float p, const uint16_t *v, int n) {
-	for (int i = 0; i < n; i++) acc[i] += p * tk_f16_to_f32(v[i]);
+static void g_cvt_i8(float *dst, const int8_t *src, float scale, int n) {
+	for (int i = 0; i < n; i++) dst[i] = (float)src[i] * scale;
 }
 
-static float g_dot_i8(const float *q, const int8_t *k, int n) {
-	float s = 0;
-	for (int i = 0; i < n; i++) s += q[i] * (float)k[i];
-	return s;
+static void g_scores(float *s, const float *q, const float *K, int n, int hd, float scale) {
+	for (int j = 0; j < n; j++) {
+		float d = 0;
+		for (int i = 0; i < hd; i++) d += q[i] * K[(size_t)j * hd + i];
+		s[j] = d * scale;
+	}
 }
 
-static void g_axpy_i8(float *acc, float p, const int8_t *v, int n) {
-	for (int i = 0; i < n; i++) acc[i] += p * (float)v[i];
+static float g_exp_sum(float *s, int n, float m) {
+	float sum = 0;
+	for (int j = 0; j < n; j++) {
+		s[j] = expf(s[j] - m);
+		sum += s[j];
+	}
+	return sum;
+}
+
+static void g_wsum(float *acc, const float *p, const float *V, int n, int hd) {
+	for (int j = 0; j < n; j++) {
+		for (int i = 0; i < hd; i++) acc[i] += p[j] * V[(size_t)j * hd + i];
+	}
 }
 
 static void g_scale(float *acc, float alpha, int n) {
 	for (int i = 0; i < n; i++) acc[i] *= alpha;
+}
+
+static void g_silu_mul(float *dst, const float *g, const float *u, int n) {
+	for (int i = 0; i < n; i++) dst[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
 void tk_kernels_generic(tk_kernels *k) {
@@ -205,10 +221,12 @@ void tk_kernels_generic(tk_kernels *k) {
 	k->tile[TK_F32] = tile_f32;
 	k->tile[TK_F16] = tile_f16;
 	k->tile[TK_BF16] = tile_bf16;
-	k->dot_f16 = g_dot_f16;
-	k->axpy_f16 = g_axpy_f16;
-	k->dot_i8 = g_dot_i8;
-	k->axpy_i8 = g_axpy_i8;
+	k->cvt_f16 = g_cvt_f16;
+	k->cvt_i8 = g_cvt_i8;
+	k->scores = g_scores;
+	k->exp_sum = g_exp_sum;
+	k->wsum = g_wsum;
+	k->silu_mul = g_silu_mul;
 	k->scale = g_scale;
 }
 

@@ -16,6 +16,7 @@ typedef struct {
 	float *dst;
 	const float *x, *y;
 	const float *w;
+	const tk_kernels *k;
 	int rows, cols;
 	float eps;
 	// RoPE
@@ -72,10 +73,7 @@ static void rows_task(void *v, int chunk, int nchunks, int tid) {
 			for (int i = 0; i < a->cols; i++) a->dst[o + i] += a->x[o + i];
 			break;
 		case OP_SWIGLU:
-			for (int i = 0; i < a->cols; i++) {
-				float g = a->x[o + i];
-				a->dst[o + i] = g / (1.0f + expf(-g)) * a->y[o + i];
-			}
+			a->k->silu_mul(a->dst + o, a->x + o, a->y + o, a->cols);
 			break;
 		case OP_ROPE:
 			rope_row(a->dst + o, a->pos[r], a);
@@ -106,8 +104,8 @@ void tk_add(tk_pool *p, float *dst, const float *x, int rows, int cols) {
 	run_rows(p, &a);
 }
 
-void tk_swiglu(tk_pool *p, float *dst, const float *gate, const float *up, int rows, int cols) {
-	rows_args a = {.op = OP_SWIGLU, .dst = dst, .x = gate, .y = up, .rows = rows, .cols = cols};
+void tk_swiglu(tk_pool *p, const tk_kernels *k, float *dst, const float *gate, const float *up, int rows, int cols) {
+	rows_args a = {.op = OP_SWIGLU, .k = k, .dst = dst, .x = gate, .y = up, .rows = rows, .cols = cols};
 	run_rows(p, &a);
 }
 

@@ -11,9 +11,10 @@ void tk_attention(tk_pool *p, const tk_kernels *k, float *dst, const float *q,
                   const uint8_t *region, int block_size, int kvheads, int headdim, int dtype,
                   int heads, float scale, int nseq, const int32_t *seqs, const int32_t *blocks,
                   int32_t *item_off, float *scratch);
+size_t tk_attn_scratch(int block_size, int headdim, int heads, int kvheads);
 void tk_rmsnorm(tk_pool *p, float *dst, const float *x, const float *w, int rows, int cols, float eps);
 void tk_add(tk_pool *p, float *dst, const float *x, int rows, int cols);
-void tk_swiglu(tk_pool *p, float *dst, const float *gate, const float *up, int rows, int cols);
+void tk_swiglu(tk_pool *p, const tk_kernels *k, float *dst, const float *gate, const float *up, int rows, int cols);
 void tk_rope(tk_pool *p, float *x, const int32_t *pos, int rows, int cols, int heads, int headdim,
              int dims, float base, float freq_scale, int interleaved);
 void tk_embed(tk_pool *p, float *dst, int type, const uint8_t *table, int cols, const int32_t *ids,

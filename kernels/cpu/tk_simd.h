@@ -220,48 +220,106 @@ TILE_FN(tile_f32, float_body, TK_F32)
 TILE_FN(tile_f16, float_body, TK_F16)
 TILE_FN(tile_bf16, float_body, TK_BF16)
 
-static float SFX(dot_f16)(const float *q, const uint16_t *k, int n) {
-	__m256 acc = _mm256_setzero_ps();
+static void SFX(cvt_f16)(float *dst, const uint16_t *src, int n) {
 	int i = 0;
 	for (; i + 8 <= n; i += 8) {
-		__m256 kv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + i)));
-		acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), kv, acc);
+		_mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
 	}
-	float s = SFX(hsum)(acc);
-	for (; i < n; i++) s += q[i] * _cvtsh_ss(k[i]);
-	return s;
+	for (; i < n; i++) dst[i] = _cvtsh_ss(src[i]);
 }
 
-static void SFX(axpy_f16)(float *acc, float p, const uint16_t *v, int n) {
-	__m256 pv = _mm256_set1_ps(p);
+static void SFX(cvt_i8)(float *dst, const int8_t *src, float scale, int n) {
+	__m256 sv = _mm256_set1_ps(scale);
 	int i = 0;
 	for (; i + 8 <= n; i += 8) {
-		__m256 vv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + i)));
-		_mm256_storeu_ps(acc + i, _mm256_fmadd_ps(pv, vv, _mm256_loadu_ps(acc + i)));
+		__m256 v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(src + i))));
+		_mm256_storeu_ps(dst + i, _mm256_mul_ps(v, sv));
 	}
-	for (; i < n; i++) acc[i] += p * _cvtsh_ss(v[i]);
+	for (; i < n; i++) dst[i] = (float)src[i] * scale;
 }
 
-static inline __m256 SFX(i8x8)(const int8_t *p) {
-	return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
-}
-
-static float SFX(dot_i8)(const float *q, const int8_t *k, int n) {
-	__m256 acc = _mm256_setzero_ps();
-	int i = 0;
-	for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), SFX(i8x8)(k + i), acc);
-	float s = SFX(hsum)(acc);
-	for (; i < n; i++) s += q[i] * (float)k[i];
-	return s;
-}
-
-static void SFX(axpy_i8)(float *acc, float p, const int8_t *v, int n) {
-	__m256 pv = _mm256_set1_ps(p);
-	int i = 0;
-	for (; i + 8 <= n; i += 8) {
-		_mm256_storeu_ps(acc + i, _mm256_fmadd_ps(pv, SFX(i8x8)(v + i), _mm256_loadu_ps(acc + i)));
+static void SFX(scores)(float *s, const float *q, const float *K, int n, int hd, float scale) {
+	for (int j = 0; j < n; j++) {
+		const float *k = K + (size_t)j * hd;
+		__m256 acc = _mm256_setzero_ps();
+		int i = 0;
+		for (; i + 8 <= hd; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), acc);
+		float d = SFX(hsum)(acc);
+		for (; i < hd; i++) d += q[i] * k[i];
+		s[j] = d * scale;
 	}
-	for (; i < n; i++) acc[i] += p * (float)v[i];
+}
+
+// exp8 is Cephes' expf on 8 lanes (about 1 ulp on the softmax's x <= 0);
+// inputs below -87.3 give 0.
+static inline __m256 SFX(exp8)(__m256 x) {
+	const __m256 lo = _mm256_set1_ps(-87.3f);
+	__m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+	x = _mm256_max_ps(x, lo);
+	x = _mm256_min_ps(x, _mm256_set1_ps(88.3f));
+	__m256 n = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+	__m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+	r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+	__m256 p = _mm256_set1_ps(1.9875691500E-4f);
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507E-3f));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073E-3f));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894E-2f));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459E-1f));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201E-1f));
+	p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+	__m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127)), 23);
+	return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+}
+
+static float SFX(exp_sum)(float *s, int n, float m) {
+	__m256 mv = _mm256_set1_ps(m), acc = _mm256_setzero_ps();
+	int j = 0;
+	for (; j + 8 <= n; j += 8) {
+		__m256 e = SFX(exp8)(_mm256_sub_ps(_mm256_loadu_ps(s + j), mv));
+		_mm256_storeu_ps(s + j, e);
+		acc = _mm256_add_ps(acc, e);
+	}
+	float sum = SFX(hsum)(acc);
+	if (j < n) {  // the tail through the same exp8, one masked vector
+		float tmp[8] = {0};
+		for (int k = j; k < n; k++) tmp[k - j] = s[k] - m;
+		_mm256_storeu_ps(tmp, SFX(exp8)(_mm256_loadu_ps(tmp)));
+		for (int k = j; k < n; k++) {
+			s[k] = tmp[k - j];
+			sum += s[k];
+		}
+	}
+	return sum;
+}
+
+static void SFX(wsum)(float *acc, const float *p, const float *V, int n, int hd) {
+	int i = 0;
+	for (; i + 32 <= hd; i += 32) {  // four vectors of accumulators in registers
+		__m256 a0 = _mm256_loadu_ps(acc + i), a1 = _mm256_loadu_ps(acc + i + 8);
+		__m256 a2 = _mm256_loadu_ps(acc + i + 16), a3 = _mm256_loadu_ps(acc + i + 24);
+		for (int j = 0; j < n; j++) {
+			const float *v = V + (size_t)j * hd + i;
+			__m256 pj = _mm256_set1_ps(p[j]);
+			a0 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v), a0);
+			a1 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 8), a1);
+			a2 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 16), a2);
+			a3 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 24), a3);
+		}
+		_mm256_storeu_ps(acc + i, a0);
+		_mm256_storeu_ps(acc + i + 8, a1);
+		_mm256_storeu_ps(acc + i + 16, a2);
+		_mm256_storeu_ps(acc + i + 24, a3);
+	}
+	for (; i + 8 <= hd; i += 8) {
+		__m256 a = _mm256_loadu_ps(acc + i);
+		for (int j = 0; j < n; j++) a = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), _mm256_loadu_ps(V + (size_t)j * hd + i), a);
+		_mm256_storeu_ps(acc + i, a);
+	}
+	for (; i < hd; i++) {
+		float a = acc[i];
+		for (int j = 0; j < n; j++) a = fmaf(p[j], V[(size_t)j * hd + i], a);
+		acc[i] = a;
+	}
 }
 
 static void SFX(scale)(float *acc, float alpha, int n) {
@@ -269,6 +327,18 @@ static void SFX(scale)(float *acc, float alpha, int n) {
 	int i = 0;
 	for (; i + 8 <= n; i += 8) _mm256_storeu_ps(acc + i, _mm256_mul_ps(_mm256_loadu_ps(acc + i), av));
 	for (; i < n; i++) acc[i] *= alpha;
+}
+
+static void SFX(silu_mul)(float *dst, const float *g, const float *u, int n) {
+	const __m256 one = _mm256_set1_ps(1.0f);
+	int i = 0;
+	for (; i + 8 <= n; i += 8) {
+		__m256 gv = _mm256_loadu_ps(g + i);
+		__m256 e = SFX(exp8)(_mm256_sub_ps(_mm256_setzero_ps(), gv));
+		__m256 sg = _mm256_div_ps(gv, _mm256_add_ps(one, e));
+		_mm256_storeu_ps(dst + i, _mm256_mul_ps(sg, _mm256_loadu_ps(u + i)));
+	}
+	for (; i < n; i++) dst[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
 static void SFX(fill)(tk_kernels *k) {
@@ -282,9 +352,11 @@ static void SFX(fill)(tk_kernels *k) {
 	k->tile[TK_F32] = SFX(tile_f32);
 	k->tile[TK_F16] = SFX(tile_f16);
 	k->tile[TK_BF16] = SFX(tile_bf16);
-	k->dot_f16 = SFX(dot_f16);
-	k->axpy_f16 = SFX(axpy_f16);
-	k->dot_i8 = SFX(dot_i8);
-	k->axpy_i8 = SFX(axpy_i8);
+	k->cvt_f16 = SFX(cvt_f16);
+	k->cvt_i8 = SFX(cvt_i8);
+	k->scores = SFX(scores);
+	k->exp_sum = SFX(exp_sum);
+	k->wsum = SFX(wsum);
+	k->silu_mul = SFX(silu_mul);
 	k->scale = SFX(scale);
 }
