@@ -58,7 +58,7 @@ func New(cfg Config) (*Backend, error) {
 		return nil, err
 	}
 	b := &Backend{lib: lib, ctx: ctx, info: devs[cfg.Device], log: log.With("backend", "cuda", "device", cfg.Device)}
-	b.mem = &pool{lib: lib, ctx: ctx, free: map[int][]uintptr{}, all: map[uintptr]int{}}
+	b.mem = &pool{lib: lib, ctx: ctx, free: map[int][]uintptr{}, all: map[uintptr]int{}, ctxs: map[uintptr]bool{}}
 	b.log.Debug("cuda backend ready", "gpu", b.info.Name, "library", lib.path)
 	return b, nil
 }
@@ -130,7 +130,28 @@ type pool struct {
 	mu     sync.Mutex
 	free   map[int][]uintptr // reusable tensor memory by byte size
 	all    map[uintptr]int   // every live allocation and its size
+	ctxs   map[uintptr]bool  // extra contexts (KV cache I/O streams)
 	closed bool
+}
+
+// addCtx records a context to destroy at close.
+func (p *pool) addCtx(ctx uintptr) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.ctxs[ctx] = true
+}
+
+// dropCtx destroys ctx now unless the pool already closed (and destroyed
+// it).
+func (p *pool) dropCtx(ctx uintptr) error {
+	p.mu.Lock()
+	owned := p.ctxs[ctx] && !p.closed
+	delete(p.ctxs, ctx)
+	p.mu.Unlock()
+	if !owned {
+		return nil
+	}
+	return p.lib.destroy(ctx)
 }
 
 func (p *pool) alloc(bytes int) (uintptr, error) {
@@ -190,7 +211,12 @@ func (p *pool) close() error {
 			first = err
 		}
 	}
-	p.all, p.free = nil, nil
+	for ctx := range p.ctxs {
+		if err := p.lib.destroy(ctx); err != nil && first == nil {
+			first = err
+		}
+	}
+	p.all, p.free, p.ctxs = nil, nil, nil
 	return first
 }
 

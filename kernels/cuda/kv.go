@@ -11,6 +11,7 @@ import (
 // KVCache is paged KV storage in device memory (kernels.KVCache layout, f16).
 // Block I/O runs on its own CUDA stream under mu, so the transport may read
 // and write blocks while the engine's step runs on the backend's stream.
+// Block I/O must have stopped before the Backend is closed.
 type KVCache struct {
 	b      *Backend
 	spec   kernels.KVSpec
@@ -36,6 +37,7 @@ func (b *Backend) NewKVCache(spec kernels.KVSpec) (kernels.KVCache, error) {
 	if err != nil {
 		return nil, err
 	}
+	b.mem.addCtx(io)
 	c := &KVCache{b: b, spec: spec, io: io}
 	region := spec.Blocks * spec.BlockBytes()
 	for l := 0; l < spec.Layers; l++ {
@@ -89,7 +91,7 @@ func (c *KVCache) blockAddr(layer, block, n int) (uintptr, error) {
 func (c *KVCache) ReadBlock(layer, block int, dst []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.layers == nil {
+	if c.layers == nil || c.b.lib == nil {
 		return ErrClosed
 	}
 	addr, err := c.blockAddr(layer, block, len(dst))
@@ -107,7 +109,7 @@ func (c *KVCache) ReadBlock(layer, block int, dst []byte) error {
 func (c *KVCache) WriteBlock(layer, block int, src []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.layers == nil {
+	if c.layers == nil || c.b.lib == nil {
 		return ErrClosed
 	}
 	addr, err := c.blockAddr(layer, block, len(src))
@@ -131,8 +133,8 @@ func (c *KVCache) Close() error {
 		}
 	}
 	c.layers = nil
-	if c.io != 0 && c.b.lib != nil {
-		if err := c.b.lib.destroy(c.io); err != nil && first == nil {
+	if c.io != 0 {
+		if err := c.b.mem.dropCtx(c.io); err != nil && first == nil {
 			first = err
 		}
 	}

@@ -139,7 +139,10 @@ extern "C" int tandem_cuda_malloc(tc_ctx *c, size_t bytes, void **d_out) {
 	*d_out = nullptr;
 	if (bytes == 0) bytes = 16;
 	TC_CHECK(cudaMalloc(d_out, bytes));
+	// Zeroed before returning: the memory may next be used from another
+	// context's stream (KV block I/O), which would not wait for this one.
 	TC_CHECK(cudaMemsetAsync(*d_out, 0, bytes, c->stream));
+	TC_CHECK(cudaStreamSynchronize(c->stream));
 	return TC_OK;
 }
 
