@@ -95,6 +95,10 @@ type Model struct {
 	output  kernels.Weight
 	layers  []layer
 
+	// allReduce sums a row-parallel projection's partial results across
+	// tensor-parallel ranks; nil for a model that runs whole on one backend.
+	allReduce func(ctx context.Context, t kernels.Tensor) error
+
 	scratch *scratch
 }
 
@@ -163,6 +167,9 @@ func (m *Model) Forward(ctx context.Context, cache kernels.KVCache, b *Batch, on
 		be.StoreKV(cache, l, s.k, s.v, b.Slots)
 		be.Attention(s.attn, s.q, cache, l, attn)
 		be.MatMul(s.proj, s.attn, w.wo)
+		if err := m.reduce(ctx, s.proj); err != nil {
+			return nil, err
+		}
 		be.Add(s.x, s.proj)
 
 		be.RMSNorm(s.xn, s.x, w.ffnNorm, c.NormEps)
@@ -170,6 +177,9 @@ func (m *Model) Forward(ctx context.Context, cache kernels.KVCache, b *Batch, on
 		be.MatMul(s.up, s.xn, w.up)
 		be.SwiGLU(s.hidden, s.gate, s.up)
 		be.MatMul(s.proj, s.hidden, w.down)
+		if err := m.reduce(ctx, s.proj); err != nil {
+			return nil, err
+		}
 		be.Add(s.x, s.proj)
 		if onLayer != nil {
 			onLayer(l)
@@ -188,6 +198,16 @@ func (m *Model) Forward(ctx context.Context, cache kernels.KVCache, b *Batch, on
 	out := make([]float32, n*c.Vocab)
 	be.Read(out, logits)
 	return out, nil
+}
+
+func (m *Model) reduce(ctx context.Context, t kernels.Tensor) error {
+	if m.allReduce == nil {
+		return nil
+	}
+	if err := m.allReduce(ctx, t); err != nil {
+		return fmt.Errorf("llama: all-reduce: %w", err)
+	}
+	return nil
 }
 
 // checkBatch rejects batches that would make a kernel read or write out of
