@@ -225,10 +225,12 @@ const smallWord = 64
 // encodeWord runs the merge loop on one pre-tokenized piece: repeatedly merge
 // the adjacent pair with the lowest rank (leftmost on ties).
 func (m *bpeModel) encodeWord(t *Tokenizer, word string, sc *bpeScratch, out []int32) []int32 {
-	if len(word) == 1 {
+	switch {
+	case len(word) == 0:
+		return out
+	case len(word) == 1:
 		return m.emit(t, m.byteSym[word[0]], out)
-	}
-	if len(word) <= smallWord {
+	case len(word) <= smallWord:
 		return m.encodeSmallWord(t, word, sc, out)
 	}
 	return m.encodeHeapWord(t, word, sc, out)
