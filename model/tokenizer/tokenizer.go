@@ -21,6 +21,12 @@
 // for it (EncodeOptions.ParseSpecial), because prompt text from a client must
 // not be able to forge them; user-defined tokens are always recognised.
 //
+// Chat templates are Jinja source in the GGUF file. The package does not
+// interpret Jinja: it recognises the template family (ChatML, Llama-3,
+// Llama-2, Zephyr) and renders it in Go exactly as the template would.
+// EncodeChat tokenizes a conversation so that only the template's own
+// markers become control tokens, never text inside a message.
+//
 // Decoding maps ids back to bytes. Ids come from the network, so an id outside
 // the vocabulary never panics: it renders as U+FFFD. A Decoder decodes a token
 // stream incrementally and only ever returns complete UTF-8.
@@ -210,6 +216,13 @@ func (t *Tokenizer) BOS() int32 { return t.bos }
 
 // EOS is the end-of-sequence id, -1 when the vocabulary has none.
 func (t *Tokenizer) EOS() int32 { return t.eos }
+
+// PAD is the padding id, -1 when the vocabulary has none.
+func (t *Tokenizer) PAD() int32 { return t.pad }
+
+// AddEOS reports whether the model expects an EOS token after the prompt
+// (tokenizer.ggml.add_eos_token); Encode never adds it itself.
+func (t *Tokenizer) AddEOS() bool { return t.addEOS && t.eos >= 0 }
 
 // AddBOS reports whether the model expects a BOS token before the prompt
 // (tokenizer.ggml.add_bos_token).

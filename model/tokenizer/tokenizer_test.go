@@ -39,8 +39,11 @@ func TestAccessors(t *testing.T) {
 	if got, want := tok.VocabSize(), 3+256+9+1; got != want {
 		t.Errorf("VocabSize = %d, want %d", got, want)
 	}
-	if tok.BOS() != 1 || tok.EOS() != 0 {
-		t.Errorf("BOS, EOS = %d, %d, want 1, 0", tok.BOS(), tok.EOS())
+	if tok.BOS() != 1 || tok.EOS() != 0 || tok.PAD() != -1 {
+		t.Errorf("BOS, EOS, PAD = %d, %d, %d, want 1, 0, -1", tok.BOS(), tok.EOS(), tok.PAD())
+	}
+	if tok.AddBOS() || tok.AddEOS() {
+		t.Errorf("AddBOS, AddEOS = %v, %v, want false, false", tok.AddBOS(), tok.AddEOS())
 	}
 	if id, ok := tok.Lookup("Ġthe"); !ok || tok.TokenType(id) != TypeNormal {
 		t.Errorf("Lookup(Ġthe) = %d, %v", id, ok)
