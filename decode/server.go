@@ -88,7 +88,7 @@ func (s *Server) Attach(stream grpc.BidiStreamingServer[tandemv1.AttachRequest, 
 	run, id := first.GetRun(), first.GetTransferId()
 	if run == nil || id == "" || len(run.GetTokens()) == 0 || run.GetGenerated() != 0 || run.GetSampling().GetMaxTokens() < 2 {
 		s.recv.Cancel(id, "bad attach")
-		return worker.ToStatus(fmt.Errorf("%w: need a request, a transfer id and max_tokens >= 2", ErrInvalidAttach))
+		return worker.ToStatus(fmt.Errorf("%w: %w: need a request, a transfer id and max_tokens >= 2", ErrInvalidAttach, worker.ErrInvalidRequest))
 	}
 	if run.GetModel() != "" && run.GetModel() != s.Model() {
 		s.recv.Cancel(id, "wrong model")
@@ -105,7 +105,7 @@ func (s *Server) Attach(stream grpc.BidiStreamingServer[tandemv1.AttachRequest, 
 			return
 		}
 		if m.FirstToken == nil {
-			errCh <- fmt.Errorf("%w: second message has no first token", ErrInvalidAttach)
+			errCh <- fmt.Errorf("%w: %w: second message has no first token", ErrInvalidAttach, worker.ErrInvalidRequest)
 			return
 		}
 		tokCh <- m.GetFirstToken()

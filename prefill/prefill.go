@@ -78,17 +78,17 @@ func NewServer(eng Engine, dial Dialer, model string, m *metrics.Transfer, log *
 func (s *Server) Prefill(ctx context.Context, req *tandemv1.PrefillRequest) (*tandemv1.PrefillResponse, error) {
 	run := req.GetRun()
 	if run == nil || req.GetDecodeAddr() == "" || req.GetTransferId() == "" || len(req.GetToken()) == 0 {
-		return nil, worker.ToStatus(fmt.Errorf("%w: need a request, a decode address and a transfer grant", ErrInvalidPrefill))
+		return nil, worker.ToStatus(fmt.Errorf("%w: %w: need a request, a decode address and a transfer grant", ErrInvalidPrefill, worker.ErrInvalidRequest))
 	}
 	if run.GetModel() != "" && run.GetModel() != s.Model() {
 		return nil, worker.ToStatus(fmt.Errorf("%w: %q", worker.ErrWrongModel, run.GetModel()))
 	}
 	if run.GetGenerated() != 0 || len(run.GetTokens()) == 0 {
-		return nil, worker.ToStatus(fmt.Errorf("%w: a prefill takes a fresh prompt", ErrInvalidPrefill))
+		return nil, worker.ToStatus(fmt.Errorf("%w: %w: a prefill takes a fresh prompt", ErrInvalidPrefill, worker.ErrInvalidRequest))
 	}
 	p := worker.ParamsFromProto(run.GetSampling(), 0)
 	if err := p.Validate(0); err != nil {
-		return nil, worker.ToStatus(fmt.Errorf("%w: %w", ErrInvalidPrefill, err))
+		return nil, worker.ToStatus(fmt.Errorf("%w: %w: %w", ErrInvalidPrefill, worker.ErrInvalidRequest, err))
 	}
 	// The engine samples exactly the first token with the request's own
 	// parameters; decode continues from it.

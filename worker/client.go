@@ -20,9 +20,11 @@ type Client struct {
 }
 
 // Dial connects to the worker at addr (host:port). Workers listen on the
-// cluster network; the KV path has its own authenticated transport.
-func Dial(addr string) (*Client, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// cluster network; the KV path has its own authenticated transport. opts
+// add to (and may override) the plaintext default.
+func Dial(addr string, opts ...grpc.DialOption) (*Client, error) {
+	opts = append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)
+	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("worker: dial %s: %w", addr, err)
 	}
