@@ -7,15 +7,13 @@ package daemon
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
-	"sort"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,13 +25,10 @@ import (
 	"github.com/tandemserve/tandem/coordinator"
 	"github.com/tandemserve/tandem/coordinator/api"
 	"github.com/tandemserve/tandem/coordinator/client"
+	"github.com/tandemserve/tandem/coordinator/fsm"
 	"github.com/tandemserve/tandem/coordinator/mtls"
 	pb "github.com/tandemserve/tandem/proto/coordinator/v1"
 )
-
-// seedsFile remembers coordinator gossip addresses, so a restarted node rejoins gossip even when
-// its command line has no --join (the bootstrap node).
-const seedsFile = "gossip-seeds.json"
 
 // Run parses args and runs a coordinator until ctx ends.
 func Run(ctx context.Context, args []string, stderr io.Writer) error {
@@ -124,15 +119,6 @@ func Start(ctx context.Context, o *Options, log *slog.Logger) error {
 	defer cancelBG()
 	joined := make(chan error, 1)
 	go func() { joined <- join(bg, o, srv, clientTLS, log) }()
-	seedsDone := make(chan struct{})
-	go func() {
-		defer close(seedsDone)
-		rememberSeeds(bg, filepath.Join(o.Config.DataDir, seedsFile), srv, log)
-	}()
-	defer func() {
-		cancelBG()
-		<-seedsDone
-	}()
 
 	var runErr error
 	joinedCh := joined
@@ -147,7 +133,7 @@ func Start(ctx context.Context, o *Options, log *slog.Logger) error {
 			runErr = fmt.Errorf("coordinator: metrics server: %w", err)
 		case err := <-joinedCh:
 			joinedCh = nil
-			runErr = err
+			runErr = err // nil once joined: keep serving
 		}
 	}
 	log.Info("coordinator stopping", "err", runErr)
@@ -158,77 +144,65 @@ func Start(ctx context.Context, o *Options, log *slog.Logger) error {
 	return runErr
 }
 
-// join adds this node to an existing cluster through --join (idempotent, so a restarted node
-// runs it again) and joins gossip through the seeds the leader returns, or through the seeds
-// remembered from the last run.
+// join adds this node to the cluster and to gossip. With --join it asks those coordinators to
+// add it (AddPeer is idempotent, so a restarted node simply asks again). Without --join (the
+// bootstrap node, or any node restarted with state) it waits until either another coordinator
+// shows up in gossip (someone joined through us) or the replicated state names other
+// coordinators, and asks them: that is how a restarted node whose peers have declared it dead
+// gets back into gossip.
 func join(ctx context.Context, o *Options, srv *coordinator.Server, clientTLS *tls.Config, log *slog.Logger) error {
-	seeds := loadSeeds(filepath.Join(o.Config.DataDir, seedsFile))
-	if len(o.Join) > 0 {
-		cl, err := client.New(client.Config{Addrs: o.Join, Token: o.AdminToken, TLS: clientTLS, Logger: log})
-		if err != nil {
-			return err
-		}
-		defer cl.Close()
-		resp, err := cl.AddPeer(ctx, &pb.AddPeerRequest{Id: o.Config.NodeID, RaftAddr: srv.RaftAddr(), GrpcAddr: o.Config.GRPCAdvertise})
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("coordinator: join through %v: %w", o.Join, err)
-		}
-		log.Info("joined raft cluster", "through", o.Join)
-		seeds = append(resp.GetGossipSeeds(), seeds...)
-	}
-	if len(seeds) == 0 {
-		return nil
-	}
-	if err := srv.JoinGossip(ctx, seeds); err != nil {
-		if ctx.Err() != nil {
+	for {
+		if len(o.Join) == 0 && len(srv.CoordinatorGossipAddrs()) > 0 {
 			return nil
 		}
+		addrs := o.Join
+		if len(addrs) == 0 {
+			addrs = peerGRPCAddrs(srv)
+		}
+		if len(addrs) > 0 {
+			err := addSelf(ctx, o, srv, addrs, clientTLS, log)
+			switch {
+			case err == nil:
+				return nil
+			case errors.Is(err, client.ErrUnauthenticated), errors.Is(err, client.ErrPermissionDenied), errors.Is(err, client.ErrInvalid):
+				return err
+			}
+			log.Warn("join attempt failed; retrying", "through", addrs, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(retryEvery):
+		}
+	}
+}
+
+func addSelf(ctx context.Context, o *Options, srv *coordinator.Server, addrs []string, clientTLS *tls.Config, log *slog.Logger) error {
+	cl, err := client.New(client.Config{Addrs: addrs, Token: o.AdminToken, TLS: clientTLS, Logger: log})
+	if err != nil {
 		return err
 	}
-	log.Info("joined gossip", "seeds", seeds)
+	defer cl.Close()
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := cl.AddPeer(actx, &pb.AddPeerRequest{Id: o.Config.NodeID, RaftAddr: srv.RaftAddr(), GrpcAddr: o.Config.GRPCAdvertise})
+	if err != nil {
+		return fmt.Errorf("coordinator: join through %v: %w", addrs, err)
+	}
+	if err := srv.JoinGossip(actx, resp.GetGossipSeeds()); err != nil {
+		return err
+	}
+	log.Info("joined cluster", "through", addrs, "gossip_seeds", resp.GetGossipSeeds())
 	return nil
 }
 
-func loadSeeds(path string) []string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil
-	}
-	var seeds []string
-	if json.Unmarshal(b, &seeds) != nil {
-		return nil
-	}
-	return seeds
-}
-
-// rememberSeeds writes the gossip addresses of live coordinators to path every few seconds.
-func rememberSeeds(ctx context.Context, path string, srv *coordinator.Server, log *slog.Logger) {
-	t := time.NewTicker(5 * time.Second)
-	defer t.Stop()
-	var last string
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+// peerGRPCAddrs lists the gRPC addresses of the other coordinators in the replicated state.
+func peerGRPCAddrs(srv *coordinator.Server) []string {
+	var out []string
+	for _, n := range srv.State().SortedNodes() {
+		if n.Role == fsm.RoleCoordinator && n.ID != srv.ID() && n.GRPCAddr != "" {
+			out = append(out, n.GRPCAddr)
 		}
-		seeds := srv.CoordinatorGossipAddrs()
-		sort.Strings(seeds)
-		b, _ := json.Marshal(seeds)
-		if string(b) == last || len(seeds) == 0 {
-			continue
-		}
-		tmp := path + ".tmp"
-		if err := os.WriteFile(tmp, b, 0o600); err == nil {
-			err = os.Rename(tmp, path)
-			if err == nil {
-				last = string(b)
-				continue
-			}
-		}
-		log.Debug("could not remember gossip seeds", "path", path)
 	}
+	return out
 }
