@@ -1,0 +1,248 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"gopkg.in/yaml.v3"
+
+	"github.com/tandemserve/tandem/kernels"
+	"github.com/tandemserve/tandem/kernels/backends"
+	"github.com/tandemserve/tandem/model"
+	"github.com/tandemserve/tandem/worker"
+)
+
+// serveConfig is every serving role's configuration. Flags and a YAML file
+// (--config) fill the same struct; flags given on the command line win.
+type serveConfig struct {
+	Model    string `yaml:"model"`
+	Backend  string `yaml:"backend"`
+	Threads  int    `yaml:"threads"`
+	KVDType  string `yaml:"kv_dtype"`
+	LogLevel string `yaml:"log_level"`
+
+	// Workers.
+	Listen         string `yaml:"listen"`           // gRPC Worker service
+	MetricsListen  string `yaml:"metrics_listen"`   // /metrics of a worker
+	KVListen       string `yaml:"kv_listen"`        // decode: KV transport
+	Blocks         int    `yaml:"blocks"`           // KV cache blocks
+	BlockSize      int    `yaml:"block_size"`       // tokens per block
+	ChunkSize      int    `yaml:"chunk_size"`       // prompt tokens per sequence per step
+	MaxBatchTokens int    `yaml:"max_batch_tokens"` // token rows per step
+	MaxSeqs        int    `yaml:"max_seqs"`         // sequences per step
+	ClusterSecret  string `yaml:"cluster_secret"`   // signs KV transfer grants
+
+	// Gateway.
+	HTTPListen        string   `yaml:"http_listen"`
+	GRPCListen        string   `yaml:"grpc_listen"`
+	Mode              string   `yaml:"mode"` // colocated or disaggregated
+	PrefillWorkers    []string `yaml:"prefill_workers"`
+	DecodeWorkers     []string `yaml:"decode_workers"`
+	APIKeys           []string `yaml:"api_keys"`
+	MaxAdmittedTokens int      `yaml:"max_admitted_tokens"`
+	DefaultMaxTokens  int      `yaml:"default_max_tokens"`
+	MaxBodyBytes      int64    `yaml:"max_body_bytes"`
+}
+
+func defaultServeConfig() serveConfig {
+	ec := worker.DefaultEngineConfig()
+	return serveConfig{
+		Model: model.DefaultPath(), Backend: "cpu", KVDType: "f16", LogLevel: "info",
+		Blocks: ec.Blocks, BlockSize: ec.BlockSize, ChunkSize: ec.ChunkSize, MaxBatchTokens: ec.MaxTokens, MaxSeqs: ec.MaxSeqs,
+		Mode: "disaggregated", MaxAdmittedTokens: 1 << 16, DefaultMaxTokens: 256, MaxBodyBytes: 1 << 20,
+	}
+}
+
+// listFlag is a comma-separated or repeated string flag.
+type listFlag struct{ dst *[]string }
+
+func (l listFlag) String() string {
+	if l.dst == nil {
+		return ""
+	}
+	return strings.Join(*l.dst, ",")
+}
+
+func (l listFlag) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l.dst = append(*l.dst, s)
+		}
+	}
+	return nil
+}
+
+func (c *serveConfig) registerCommon(fs *flag.FlagSet) *string {
+	fs.StringVar(&c.Model, "model", c.Model, "GGUF model file")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	return fs.String("config", "", "YAML config file (flags given explicitly override it)")
+}
+
+func (c *serveConfig) registerWorker(fs *flag.FlagSet) {
+	fs.StringVar(&c.Backend, "backend", c.Backend, fmt.Sprintf("compute backend %v", backends.Names()))
+	fs.IntVar(&c.Threads, "threads", c.Threads, "CPU threads (0 = one per core)")
+	fs.StringVar(&c.KVDType, "kv-dtype", c.KVDType, "KV cache element type: f16 or int8")
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:0", "gRPC listen address of the Worker service")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "HTTP listen address of /metrics (empty = none)")
+	fs.IntVar(&c.Blocks, "blocks", c.Blocks, "KV cache blocks")
+	fs.IntVar(&c.BlockSize, "block-size", c.BlockSize, "tokens per KV block")
+	fs.IntVar(&c.ChunkSize, "chunk-size", c.ChunkSize, "prompt tokens of one sequence per step (chunked prefill)")
+	fs.IntVar(&c.MaxBatchTokens, "max-batch-tokens", c.MaxBatchTokens, "token rows per engine step")
+	fs.IntVar(&c.MaxSeqs, "max-seqs", c.MaxSeqs, "sequences per engine step")
+	fs.StringVar(&c.ClusterSecret, "cluster-secret", c.ClusterSecret, "shared secret that signs KV transfer grants (at least 32 bytes; env TANDEM_CLUSTER_SECRET)")
+}
+
+// parseServe parses args into c, applying a --config file under the flags.
+func parseServe(fs *flag.FlagSet, c *serveConfig, config *string, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	if *config == "" {
+		return nil
+	}
+	b, err := os.ReadFile(*config)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config %s: %w", *config, err)
+	}
+	// Flags named on the command line override the file.
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var again []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		name := strings.TrimLeft(a, "-")
+		name, _, _ = strings.Cut(name, "=")
+		if strings.HasPrefix(a, "-") && set[name] {
+			again = append(again, a)
+			if !strings.Contains(a, "=") && i+1 < len(args) && fs.Lookup(name) != nil && !isBoolFlag(fs.Lookup(name)) {
+				i++
+				again = append(again, args[i])
+			}
+		}
+	}
+	if len(again) > 0 {
+		if err := fs.Parse(again); err != nil {
+			return errUsage
+		}
+	}
+	return nil
+}
+
+func isBoolFlag(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+func (c *serveConfig) logger(w io.Writer, role string) *slog.Logger {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		lvl = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl})).With("role", role)
+}
+
+func (c *serveConfig) engineConfig() (worker.EngineConfig, error) {
+	dt, err := kernels.ParseKVDType(c.KVDType)
+	if err != nil {
+		return worker.EngineConfig{}, err
+	}
+	ec := worker.EngineConfig{Blocks: c.Blocks, BlockSize: c.BlockSize, KVDType: dt, ChunkSize: c.ChunkSize,
+		MaxTokens: c.MaxBatchTokens, MaxSeqs: c.MaxSeqs, PrefixCaching: true}
+	return ec, ec.Validate()
+}
+
+func (c *serveConfig) secret() []byte {
+	if c.ClusterSecret != "" {
+		return []byte(c.ClusterSecret)
+	}
+	return []byte(os.Getenv("TANDEM_CLUSTER_SECRET"))
+}
+
+// openModel loads the model onto a fresh backend.
+func (c *serveConfig) openModel() (*model.Model, func(), error) {
+	be, err := backends.Open(c.Backend, backends.Options{Threads: c.Threads})
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := model.Open(c.Model, be)
+	if err != nil {
+		be.Close()
+		return nil, nil, err
+	}
+	return m, func() { m.Close(); be.Close() }, nil
+}
+
+// serveGRPC serves srv on lis until ctx ends, then stops it gracefully
+// (bounded), so in-flight streams end cleanly.
+func serveGRPC(ctx context.Context, g *errgroup.Group, srv *grpc.Server, lis net.Listener) {
+	g.Go(func() error {
+		if err := srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		done := make(chan struct{})
+		go func() { srv.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			srv.Stop()
+			<-done
+		}
+		return nil
+	})
+}
+
+// serveHTTP serves h on lis until ctx ends.
+func serveHTTP(ctx context.Context, g *errgroup.Group, h http.Handler, lis net.Listener) {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	g.Go(func() error {
+		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+}
+
+// listen opens a TCP listener; an empty address means none.
+func listen(addr string) (net.Listener, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	return lis, nil
+}
+
+// envList reads a comma-separated environment variable.
+func envList(name string) []string {
+	var out []string
+	listFlag{&out}.Set(os.Getenv(name))
+	return out
+}

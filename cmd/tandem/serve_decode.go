@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+
+	"github.com/tandemserve/tandem/decode"
+	"github.com/tandemserve/tandem/engine"
+	"github.com/tandemserve/tandem/kernels"
+	"github.com/tandemserve/tandem/metrics"
+	"github.com/tandemserve/tandem/model"
+	tandemv1 "github.com/tandemserve/tandem/proto/tandem/v1"
+	"github.com/tandemserve/tandem/transport"
+	"github.com/tandemserve/tandem/worker"
+)
+
+// workerNode is one running worker: its model, engine and gRPC listener.
+type workerNode struct {
+	role     string
+	model    *model.Model
+	eng      *engine.Engine
+	cache    kernels.KVCache
+	recv     *transport.Receiver // decode only
+	reg      *metrics.Registry
+	grpc     *grpc.Server
+	lis      net.Listener
+	closeAll func()
+}
+
+// Addr is the Worker service's address.
+func (n *workerNode) Addr() string { return n.lis.Addr().String() }
+
+// descriptor describes the node's KV memory for the transport.
+func (n *workerNode) descriptor() transport.Descriptor {
+	return transport.Descriptor{NodeID: n.Addr(), ModelID: n.model.ID, Spec: n.cache.Spec(), Layout: transport.LayoutKThenV, HostID: transport.LocalHostID()}
+}
+
+// close releases everything in dependency order; the gRPC server must have
+// stopped first.
+func (n *workerNode) close() {
+	if n.recv != nil {
+		n.recv.Close()
+	}
+	n.eng.Close()
+	n.cache.Close()
+	n.closeAll()
+}
+
+// startWorker opens the model, starts the engine and the role's gRPC service
+// and registers them in g; they stop when ctx ends. mk builds the role's
+// service once the engine runs.
+func startWorker(ctx context.Context, g *errgroup.Group, cfg serveConfig, role string, log *slog.Logger,
+	mk func(n *workerNode) (tandemv1.WorkerServer, error)) (*workerNode, error) {
+	ec, err := cfg.engineConfig()
+	if err != nil {
+		return nil, err
+	}
+	m, closeAll, err := cfg.openModel()
+	if err != nil {
+		return nil, err
+	}
+	eng, cache, err := worker.NewEngine(m, ec, log)
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	n := &workerNode{role: role, model: m, eng: eng, cache: cache, reg: metrics.NewRegistry(), closeAll: closeAll}
+	if n.lis, err = listen(cfg.Listen); err != nil {
+		n.close()
+		return nil, err
+	}
+	svc, err := mk(n)
+	if err != nil {
+		n.lis.Close()
+		n.close()
+		return nil, err
+	}
+	metrics.RegisterEngine(n.reg, role, eng.Load)
+	n.grpc = grpc.NewServer()
+	tandemv1.RegisterWorkerServer(n.grpc, svc)
+	serveGRPC(ctx, g, n.grpc, n.lis)
+	if cfg.MetricsListen != "" {
+		mlis, err := listen(cfg.MetricsListen)
+		if err != nil {
+			n.grpc.Stop()
+			n.close()
+			return nil, err
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", n.reg.Handler())
+		serveHTTP(ctx, g, mux, mlis)
+		log.Info("metrics", "addr", mlis.Addr().String())
+	}
+	log.Info("worker ready", "model", m.ID, "grpc", n.Addr())
+	return n, nil
+}
+
+// newDecodeService builds a decode worker's service and its KV receiver.
+func newDecodeService(cfg serveConfig, log *slog.Logger) func(n *workerNode) (tandemv1.WorkerServer, error) {
+	return func(n *workerNode) (tandemv1.WorkerServer, error) {
+		rc := transport.DefaultReceiverConfig(n.descriptor())
+		rc.Secret = cfg.secret()
+		rc.Logger = log
+		recv, err := transport.NewReceiver(rc, n.cache, n.eng)
+		if err != nil {
+			return nil, err
+		}
+		n.recv = recv
+		dc := decode.DefaultConfig()
+		dc.Logger = log
+		return decode.NewServer(dc, n.eng, recv, n.model.ID)
+	}
+}
+
+func runDecode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg := defaultServeConfig()
+	fs := flag.NewFlagSet("decode", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	config := cfg.registerCommon(fs)
+	cfg.registerWorker(fs)
+	if err := parseServe(fs, &cfg, config, args); err != nil {
+		return err
+	}
+	log := cfg.logger(stderr, "decode")
+	if len(cfg.secret()) < transport.MinSecretLen {
+		return fmt.Errorf("decode: --cluster-secret (or TANDEM_CLUSTER_SECRET) of at least %d bytes is required", transport.MinSecretLen)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	n, err := startWorker(gctx, g, cfg, "decode", log, newDecodeService(cfg, log))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "decode worker listening grpc=%s\n", n.Addr())
+	err = g.Wait()
+	n.close()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
