@@ -248,6 +248,10 @@ func (l *library) check(op string, rc C.int) error {
 	return fmt.Errorf("%w: %s: %s (code %d)", ErrDevice, op, msg, int(rc))
 }
 
+// cInt converts a Go int to a library return code (used by tests, which
+// cannot use cgo themselves).
+func cInt(v int) C.int { return C.int(v) }
+
 // i32p returns a C pointer to s's first element, or nil for an empty slice.
 // The library only reads it during the call.
 func i32p(s []int32) *C.int32_t {
