@@ -13,6 +13,9 @@ import (
 type Conn interface {
 	// Peer is the receiver's descriptor, already checked Compatible.
 	Peer() Descriptor
+	// MaxChunkBytes is the largest chunk the backend carries; Push clamps
+	// the plan's chunk size to it.
+	MaxChunkBytes() int
 	// Reserve asks the receiver for n destination blocks under a lease.
 	Reserve(ctx context.Context, g Grant, n int) (Lease, error)
 	// Cancel ends the transfer at the receiver, freeing its blocks.
@@ -96,6 +99,7 @@ func Push(ctx context.Context, conn Conn, src Memory, plan Plan) (*Outbound, err
 	if o.plan.ChunkBytes == 0 {
 		o.plan.ChunkBytes = DefaultChunkBytes
 	}
+	o.plan.ChunkBytes = min(o.plan.ChunkBytes, conn.MaxChunkBytes())
 	if err := o.check(conn.Peer()); err != nil {
 		o.finish(err)
 		return nil, err

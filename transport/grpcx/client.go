@@ -79,6 +79,9 @@ func Dial(ctx context.Context, cfg Config, addr string, local transport.Descript
 // Peer returns the receiver's descriptor.
 func (c *Conn) Peer() transport.Descriptor { return c.peer }
 
+// MaxChunkBytes is the configured message bound.
+func (c *Conn) MaxChunkBytes() int { return c.cfg.MaxChunkBytes }
+
 // Reserve leases destination blocks at the receiver.
 func (c *Conn) Reserve(ctx context.Context, g transport.Grant, n int) (transport.Lease, error) {
 	if n <= 0 {
@@ -110,7 +113,7 @@ func (c *Conn) OpenStream(ctx context.Context, g transport.Grant, dst []int32) (
 		cancel()
 		return nil, fromStatus(ctx, err)
 	}
-	s := &stream{ps: ps, ctx: sctx, cancel: cancel, acks: make(chan transport.Ack, 8), ended: make(chan struct{})}
+	s := &stream{ps: ps, ctx: sctx, cancel: cancel, acks: make(chan transport.Ack, c.peer.Spec.Layers+1), ended: make(chan struct{})}
 	s.wg.Add(1)
 	go s.recvLoop()
 	open := &transportv1.Frame{Kind: &transportv1.Frame_Open{Open: &transportv1.Open{Grant: wire.Grant(g), DstBlocks: dst}}}
@@ -168,7 +171,10 @@ func (s *stream) recvLoop() {
 		}
 		select {
 		case s.acks <- a:
-		case <-ctx.Done():
+		default: // sized for one per layer plus the commit
+			s.err = fmt.Errorf("%w: more acknowledgements than layers", transport.ErrProtocol)
+			s.cancel()
+			return
 		}
 	}
 }

@@ -186,6 +186,7 @@ func TestGRPC_Failures(t *testing.T) {
 				if err := out.SendLayer(context.Background(), 0); err != nil {
 					return err
 				}
+				n.waitBytes(t, "f", uint64(4*transporttest.Spec().BlockBytes()))
 				n.clock.Advance(ttl + time.Millisecond)
 				if !n.waitFreed() {
 					t.Fatal("expired lease not freed")

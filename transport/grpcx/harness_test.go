@@ -147,3 +147,17 @@ func (n *node) waitData(t *testing.T, id string) {
 	}
 	t.Fatalf("no data of transfer %q arrived", id)
 }
+
+// waitBytes waits until n payload bytes of transfer id have landed, so a
+// later clock advance cannot race their lease renewals.
+func (n *node) waitBytes(t *testing.T, id string, want uint64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if st, ok := n.recv.Stat(id); ok && st.Bytes >= want {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("%d bytes of %q did not arrive", want, id)
+}

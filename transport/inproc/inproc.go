@@ -56,6 +56,9 @@ func Dial(local transport.Descriptor, recv *transport.Receiver, intercept Interc
 // Peer returns the receiver's descriptor.
 func (c *Conn) Peer() transport.Descriptor { return c.recv.Descriptor() }
 
+// MaxChunkBytes is unbounded in process.
+func (c *Conn) MaxChunkBytes() int { return 1 << 30 }
+
 // Reserve reserves blocks at the receiver.
 func (c *Conn) Reserve(ctx context.Context, g transport.Grant, n int) (transport.Lease, error) {
 	if err := c.alive(); err != nil {

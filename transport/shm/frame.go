@@ -1,0 +1,136 @@
+package shm
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tandemserve/tandem/transport"
+)
+
+// maxMessage bounds a control message: payload never travels on the socket,
+// so every legitimate message is small.
+const maxMessage = 64 << 10
+
+// writeMsg writes m with its 4-byte big-endian length prefix, attaching fds
+// (SCM_RIGHTS) when given.
+func writeMsg(c *net.UnixConn, buf []byte, m proto.Message, fds ...int) ([]byte, error) {
+	buf = append(buf[:0], 0, 0, 0, 0)
+	buf, err := proto.MarshalOptions{}.MarshalAppend(buf, m)
+	if err != nil {
+		return buf, fmt.Errorf("shm: encode: %w", err)
+	}
+	binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
+	if len(fds) > 0 {
+		n, _, err := c.WriteMsgUnix(buf, unix.UnixRights(fds...), nil)
+		if err == nil && n != len(buf) {
+			_, err = c.Write(buf[n:])
+		}
+		return buf, err
+	}
+	_, err = c.Write(buf)
+	return buf, err
+}
+
+// reader decodes length-prefixed messages and collects file descriptors
+// that arrive alongside them. It is used by one goroutine.
+type reader struct {
+	br  *bufio.Reader
+	fr  *fdReader
+	buf []byte
+}
+
+func newReader(c *net.UnixConn) *reader {
+	fr := &fdReader{c: c, oob: make([]byte, unix.CmsgSpace(4*4))}
+	return &reader{br: bufio.NewReaderSize(fr, 4096), fr: fr}
+}
+
+// read decodes the next message into m.
+func (r *reader) read(m proto.Message) error {
+	return decode(r.br, &r.buf, m)
+}
+
+// decode reads one length-prefixed message from br; it is the parser the
+// fuzz test drives with arbitrary bytes.
+func decode(br io.Reader, buf *[]byte, m proto.Message) error {
+	var hdr [4]byte
+	if _, err := io.ReadFull(br, hdr[:]); err != nil {
+		return err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n > maxMessage {
+		return fmt.Errorf("%w: shm: control message of %d bytes exceeds %d", transport.ErrProtocol, n, maxMessage)
+	}
+	if cap(*buf) < int(n) {
+		*buf = make([]byte, n)
+	}
+	b := (*buf)[:n]
+	if _, err := io.ReadFull(br, b); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return err
+	}
+	if err := proto.Unmarshal(b, m); err != nil {
+		return fmt.Errorf("%w: shm: decode: %w", transport.ErrProtocol, err)
+	}
+	return nil
+}
+
+// takeFD returns the one descriptor received so far and closes any others.
+func (r *reader) takeFD() (int, error) {
+	fds := r.fr.take()
+	if len(fds) != 1 {
+		closeFDs(fds)
+		return -1, fmt.Errorf("%w: shm: expected one file descriptor, got %d", transport.ErrProtocol, len(fds))
+	}
+	return fds[0], nil
+}
+
+// close releases descriptors received but never taken.
+func (r *reader) close() { closeFDs(r.fr.take()) }
+
+type fdReader struct {
+	c   *net.UnixConn
+	oob []byte
+
+	mu  sync.Mutex
+	fds []int
+}
+
+func (f *fdReader) Read(p []byte) (int, error) {
+	n, oobn, _, _, err := f.c.ReadMsgUnix(p, f.oob)
+	n = max(n, 0) // the syscall reports -1 with its errors
+	if oobn > 0 {
+		if msgs, perr := unix.ParseSocketControlMessage(f.oob[:oobn]); perr == nil {
+			for _, m := range msgs {
+				if fds, ferr := unix.ParseUnixRights(&m); ferr == nil {
+					f.mu.Lock()
+					f.fds = append(f.fds, fds...)
+					f.mu.Unlock()
+				}
+			}
+		}
+	}
+	return n, err
+}
+
+func (f *fdReader) take() []int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fds := f.fds
+	f.fds = nil
+	return fds
+}
+
+func closeFDs(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+}

@@ -1,0 +1,253 @@
+package shm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	transportv1 "github.com/tandemserve/tandem/proto/transport/v1"
+	"github.com/tandemserve/tandem/transport"
+	"github.com/tandemserve/tandem/transport/wire"
+)
+
+// Listen creates the receiver's socket at path. The directory must exist
+// and be private (no group or other access): the socket is reachable by
+// anyone who can reach the directory.
+func Listen(path string) (*net.UnixListener, error) {
+	st, err := os.Stat(filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("shm: socket directory: %w", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%w: shm: socket directory %s is accessible to others (%v)", transport.ErrInvalid, filepath.Dir(path), st.Mode().Perm())
+	}
+	old := unix.Umask(0o177) // socket file 0600; Umask is process-wide but only for this call
+	lis, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	unix.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("shm: listen: %w", err)
+	}
+	return lis, nil
+}
+
+// Server feeds transfers arriving over shared memory into a Receiver.
+type Server struct {
+	cfg  Config
+	recv *transport.Receiver
+
+	// ctx ends at Close, interrupting allocations that wait for blocks.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	lis    *net.UnixListener
+	conns  map[*net.UnixConn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// NewServer builds a server for recv.
+func NewServer(cfg Config, recv *transport.Receiver) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{cfg: cfg, recv: recv, ctx: ctx, cancel: cancel, conns: make(map[*net.UnixConn]struct{})}, nil
+}
+
+// Serve accepts connections until Close, then returns nil.
+func (s *Server) Serve(lis *net.UnixListener) error {
+	s.mu.Lock()
+	if s.closed || s.lis != nil {
+		s.mu.Unlock()
+		lis.Close()
+		return fmt.Errorf("%w: shm: server closed or already serving", transport.ErrClosed)
+	}
+	s.lis = lis
+	s.wg.Add(1) // Serve itself, so Close waits for the accept loop
+	s.mu.Unlock()
+	defer s.wg.Done()
+	for {
+		c, err := lis.AcceptUnix()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return nil
+			}
+			return fmt.Errorf("shm: accept: %w", err)
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			c.Close()
+			return nil
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			s.handle(c)
+			s.mu.Lock()
+			delete(s.conns, c)
+			s.mu.Unlock()
+		}()
+	}
+}
+
+// Close stops accepting, breaks every connection (their transfers fail and
+// free their blocks) and waits for the handlers.
+func (s *Server) Close() error {
+	s.cancel()
+	s.mu.Lock()
+	s.closed = true
+	if s.lis != nil {
+		s.lis.Close()
+	}
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+// conn is one accepted connection, served by one goroutine.
+type conn struct {
+	s    *Server
+	c    *net.UnixConn
+	r    *reader
+	wbuf []byte
+}
+
+func (s *Server) handle(c *net.UnixConn) {
+	defer c.Close()
+	h := &conn{s: s, c: c, r: newReader(c)}
+	defer h.r.close()
+	if err := h.checkPeer(); err != nil {
+		h.fail(err)
+		return
+	}
+	if err := h.serve(); err != nil && !errors.Is(err, io.EOF) {
+		s.cfg.Logger.Debug("shm connection ended", "err", err)
+		h.fail(err)
+	}
+}
+
+func (h *conn) checkPeer() error {
+	raw, err := h.c.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("shm: %w", err)
+	}
+	var cred *unix.Ucred
+	var credErr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return fmt.Errorf("shm: %w", err)
+	}
+	if credErr != nil {
+		return fmt.Errorf("%w: shm: peer credentials: %w", transport.ErrUnauthenticated, credErr)
+	}
+	if !h.s.cfg.allowed(int(cred.Uid)) {
+		return fmt.Errorf("%w: shm: uid %d may not connect", transport.ErrUnauthenticated, cred.Uid)
+	}
+	return nil
+}
+
+func (h *conn) reply(m *transportv1.ShmResponse) error {
+	var err error
+	h.wbuf, err = writeMsg(h.c, h.wbuf, m)
+	if err != nil {
+		return fmt.Errorf("%w: shm: %w", transport.ErrPeerLost, err)
+	}
+	return nil
+}
+
+func (h *conn) fail(err error) {
+	_ = h.reply(&transportv1.ShmResponse{Kind: &transportv1.ShmResponse_Failure{Failure: wire.Failure(err)}})
+}
+
+// serve answers a handshake, then unary requests, until a StartPush turns
+// the connection into one transfer's stream.
+func (h *conn) serve() error {
+	req := new(transportv1.ShmRequest)
+	if err := h.r.read(req); err != nil {
+		return err
+	}
+	hs := req.GetHandshake()
+	if hs == nil {
+		return fmt.Errorf("%w: shm: first message must be a handshake", transport.ErrProtocol)
+	}
+	peer, err := wire.FromDescriptor(hs.GetSender())
+	if err != nil {
+		return err
+	}
+	local, err := h.s.recv.Handshake(peer)
+	if err != nil {
+		return err
+	}
+	if err := h.reply(&transportv1.ShmResponse{Kind: &transportv1.ShmResponse_Handshake{Handshake: &transportv1.HandshakeResponse{Receiver: wire.Descriptor(local)}}}); err != nil {
+		return err
+	}
+	for {
+		req.Reset()
+		if err := h.r.read(req); err != nil {
+			return err
+		}
+		var resp *transportv1.ShmResponse
+		switch k := req.GetKind().(type) {
+		case *transportv1.ShmRequest_Reserve:
+			resp = h.reserve(k.Reserve)
+		case *transportv1.ShmRequest_Cancel:
+			resp = h.cancel(k.Cancel)
+		case *transportv1.ShmRequest_StartPush:
+			return h.push(k.StartPush)
+		default:
+			return fmt.Errorf("%w: shm: unexpected request %T", transport.ErrProtocol, k)
+		}
+		if err := h.reply(resp); err != nil {
+			return err
+		}
+	}
+}
+
+func failure(err error) *transportv1.ShmResponse {
+	return &transportv1.ShmResponse{Kind: &transportv1.ShmResponse_Failure{Failure: wire.Failure(err)}}
+}
+
+func (h *conn) reserve(m *transportv1.ReserveRequest) *transportv1.ShmResponse {
+	g, err := wire.FromGrant(m.GetGrant())
+	if err != nil {
+		return failure(err)
+	}
+	n, err := wire.Blocks(m.GetBlocks())
+	if err != nil {
+		return failure(err)
+	}
+	l, err := h.s.recv.Reserve(h.s.ctx, g, n)
+	if err != nil {
+		return failure(err)
+	}
+	return &transportv1.ShmResponse{Kind: &transportv1.ShmResponse_Reserve{Reserve: &transportv1.ReserveResponse{Blocks: l.Blocks, LeaseExpiryUnixNano: l.Expiry.UnixNano()}}}
+}
+
+func (h *conn) cancel(m *transportv1.CancelRequest) *transportv1.ShmResponse {
+	g, err := wire.FromGrant(m.GetGrant())
+	if err == nil {
+		err = h.s.recv.CancelGrant(g, m.GetReason())
+	}
+	if err != nil {
+		return failure(err)
+	}
+	return &transportv1.ShmResponse{Kind: &transportv1.ShmResponse_Cancel{Cancel: &transportv1.CancelResponse{}}}
+}
