@@ -9,6 +9,7 @@
 # PyPI install of scripts/install-cuda-pypi.sh ($TANDEM_CUDA_PYPI).
 #
 #   scripts/build-cuda.sh            # build
+#   TANDEM_CUDA_WERROR=0 scripts/build-cuda.sh
 #   TANDEM_CUDA_LIB_OUT=/tmp/lib.so scripts/build-cuda.sh
 set -euo pipefail
 
@@ -46,9 +47,14 @@ mkdir -p "$(dirname "$out")"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
+# Warnings are errors by default so CI catches them; TANDEM_CUDA_WERROR=0
+# relaxes that for a host whose compiler warns inside its own CUDA headers.
+werror=(-Xcompiler -fPIC,-Wall,-Wextra,-Werror --Werror all-warnings)
+if [[ "${TANDEM_CUDA_WERROR:-1}" == 0 ]]; then
+	werror=(-Xcompiler -fPIC)
+fi
 flags=(
-	-std=c++17 -O3 -Xcompiler -fPIC,-Wall,-Wextra,-Werror
-	--Werror all-warnings
+	-std=c++17 -O3 "${werror[@]}"
 	-gencode arch=compute_80,code=sm_80
 	-gencode arch=compute_90,code=sm_90
 	-gencode arch=compute_90,code=compute_90
