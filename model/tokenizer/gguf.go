@@ -23,6 +23,8 @@ const (
 	keyAddEOS         = "tokenizer.ggml.add_eos_token"
 	keyAddSpacePrefix = "tokenizer.ggml.add_space_prefix"
 	keyChatTemplate   = "tokenizer.chat_template"
+	keyEOT            = "tokenizer.ggml.eot_token_id"
+	keyEOM            = "tokenizer.ggml.eom_token_id"
 )
 
 // FromGGUF builds the tokenizer a GGUF file describes. The file may be
@@ -69,6 +71,15 @@ func VocabFromGGUF(f *gguf.File) (Vocab, error) {
 	}{{keyBOS, &v.BOS}, {keyEOS, &v.EOS}, {keyUNK, &v.UNK}, {keyPAD, &v.PAD}} {
 		if *id.dst, err = tokenID(f, id.key); err != nil {
 			return Vocab{}, err
+		}
+	}
+	for _, key := range []string{keyEOT, keyEOM} {
+		id, err := tokenID(f, key)
+		if err != nil {
+			return Vocab{}, err
+		}
+		if id >= 0 {
+			v.EOG = append(v.EOG, id)
 		}
 	}
 	spm := v.Model == "llama"

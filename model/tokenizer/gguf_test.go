@@ -12,7 +12,7 @@ import (
 func buildGGUF(t *testing.T, kv map[string]any) *gguf.File {
 	t.Helper()
 	keys := []string{keyModel, keyPre, keyTokens, keyTypes, keyScores, keyMerges, keyBOS, keyEOS, keyUNK, keyPAD,
-		keyAddBOS, keyAddEOS, keyAddSpacePrefix, keyChatTemplate}
+		keyAddBOS, keyAddEOS, keyAddSpacePrefix, keyChatTemplate, keyEOT, keyEOM}
 	var kvs []gguf.KV
 	for _, k := range keys {
 		x, ok := kv[k]
@@ -66,6 +66,8 @@ func TestVocabFromGGUF(t *testing.T) {
 		{"signed -1 id", func(m map[string]any) { m[keyPAD] = int32(-1) }, func(v Vocab) bool { return v.PAD == -1 }, nil},
 		{"template", func(m map[string]any) { m[keyChatTemplate] = "<|im_start|>" },
 			func(v Vocab) bool { return v.ChatTemplate == "<|im_start|>" }, nil},
+		{"eot and eom", func(m map[string]any) { m[keyEOT] = uint32(5); m[keyEOM] = uint32(0xFFFFFFFF) },
+			func(v Vocab) bool { return len(v.EOG) == 1 && v.EOG[0] == 5 }, nil},
 		{"missing model", func(m map[string]any) { delete(m, keyModel) }, nil, ErrInvalidVocab},
 		{"missing tokens", func(m map[string]any) { delete(m, keyTokens) }, nil, ErrInvalidVocab},
 		{"tokens not strings", func(m map[string]any) { m[keyTokens] = []int32{1, 2} }, nil, ErrInvalidVocab},
@@ -92,10 +94,17 @@ func TestVocabFromGGUF(t *testing.T) {
 }
 
 func TestFromGGUFOutOfRangeID(t *testing.T) {
+	for _, key := range []string{keyBOS, keyEOT} {
+		m := spmMeta()
+		m[key] = uint32(100000)
+		if _, err := FromGGUF(buildGGUF(t, m)); !errors.Is(err, ErrInvalidVocab) {
+			t.Fatalf("%s out of range: err = %v, want ErrInvalidVocab", key, err)
+		}
+	}
 	m := spmMeta()
-	m[keyBOS] = uint32(100000)
-	if _, err := FromGGUF(buildGGUF(t, m)); !errors.Is(err, ErrInvalidVocab) {
-		t.Fatalf("err = %v, want ErrInvalidVocab", err)
+	m[keyEOT] = uint32(5)
+	if tok, err := FromGGUF(buildGGUF(t, m)); err != nil || !tok.IsEOG(5) || tok.IsEOG(6) {
+		t.Fatalf("eot_token_id 5: err %v, IsEOG(5) must be true and IsEOG(6) false", err)
 	}
 	tok, err := FromGGUF(buildGGUF(t, spmMeta()))
 	if err != nil {

@@ -92,6 +92,9 @@ type Vocab struct {
 	AddEOS         bool
 	AddSpacePrefix bool
 	ChatTemplate   string
+	// EOG lists further end-of-generation ids the file names
+	// (tokenizer.ggml.eot_token_id, eom_token_id); nil when none.
+	EOG []int32
 }
 
 // EncodeOptions control one Encode call.
@@ -163,6 +166,11 @@ func New(v Vocab) (*Tokenizer, error) {
 			return nil, fmt.Errorf("%w: %s token id %d outside [-1, %d)", ErrInvalidVocab, id.name, id.id, n)
 		}
 	}
+	for _, id := range v.EOG {
+		if id < 0 || int(id) >= n {
+			return nil, fmt.Errorf("%w: end-of-generation id %d outside [0, %d)", ErrInvalidVocab, id, n)
+		}
+	}
 	t := &Tokenizer{
 		tokens:         slices.Clone(v.Tokens),
 		types:          make([]TokenType, n),
@@ -203,7 +211,7 @@ func New(v Vocab) (*Tokenizer, error) {
 	}
 	t.pieces = t.buildPieces()
 	t.specials = t.collectSpecials()
-	t.eog = t.collectEOG()
+	t.eog = t.collectEOG(v.EOG)
 	t.chat = parseChatTemplate(v.ChatTemplate, t)
 	return t, nil
 }
@@ -251,8 +259,8 @@ func (t *Tokenizer) Lookup(text string) (id int32, ok bool) {
 	return id, ok
 }
 
-// IsEOG reports whether id ends generation: the EOS token, or a token whose
-// text is one llama.cpp treats as end-of-turn ("<|im_end|>", "<|eot_id|>",
+// IsEOG reports whether id ends generation: the EOS token, an id listed in
+// Vocab.EOG, or a token whose text llama.cpp treats as end-of-turn ("<|im_end|>", "<|eot_id|>",
 // "<|endoftext|>", "<end_of_turn>", ...).
 func (t *Tokenizer) IsEOG(id int32) bool {
 	_, ok := t.eog[id]
@@ -269,10 +277,13 @@ func eogTexts() []string {
 	}
 }
 
-func (t *Tokenizer) collectEOG() map[int32]struct{} {
+func (t *Tokenizer) collectEOG(extra []int32) map[int32]struct{} {
 	eog := make(map[int32]struct{})
 	if t.eos >= 0 {
 		eog[t.eos] = struct{}{}
+	}
+	for _, id := range extra {
+		eog[id] = struct{}{}
 	}
 	for _, s := range eogTexts() {
 		if id, ok := t.toID[s]; ok {
