@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"errors"
 	"os"
 	"slices"
 	"strings"
@@ -135,6 +136,41 @@ func FuzzDecoder(f *testing.F) {
 			if d.Pending() != 0 {
 				t.Fatalf("Flush left %d bytes pending", d.Pending())
 			}
+		}
+	})
+}
+
+// FuzzNew builds tokenizers from arbitrary metadata (model files are
+// untrusted input too): New must return an error or a tokenizer that
+// encodes, decodes and renders without panicking.
+func FuzzNew(f *testing.F) {
+	f.Add("gpt2", "smollm", "a\nb\nab\n<|im_start|>\n<|im_end|>", []byte{1, 1, 1, 3, 3}, "a b", "<|im_start|>system\nHi<|im_end|>", int8(0))
+	f.Add("llama", "", "<unk>\n<s>\n</s>\n▁a\n<0x41>", []byte{2, 3, 3, 1, 6}, "", "[INST] <<SYS>>", int8(1))
+	f.Add("gpt2", "llama3", "x\ny\n", []byte{9, 4}, "x y\n y", "<|user|><|assistant|>", int8(-1))
+	f.Fuzz(func(t *testing.T, model, pre, tokens string, types []byte, merges, template string, bos int8) {
+		v := Vocab{Model: model, Pre: pre, Tokens: strings.Split(tokens, "\n"), ChatTemplate: template,
+			BOS: int32(bos), EOS: -1, UNK: 0, PAD: -1, AddSpacePrefix: true}
+		if merges != "" {
+			v.Merges = strings.Split(merges, "\n")
+		}
+		for i := range v.Tokens {
+			typ := int32(1)
+			if i < len(types) {
+				typ = int32(types[i] % 8)
+			}
+			v.Types = append(v.Types, typ)
+		}
+		tok, err := New(v)
+		if err != nil {
+			return
+		}
+		for _, s := range []string{tokens, template, "hello world 123", "\xff"} {
+			ids := tok.Encode(s, EncodeOptions{AddBOS: true, ParseSpecial: true})
+			_ = tok.Decode(ids)
+		}
+		msgs := []Message{{Role: "system", Content: tokens}, {Role: "user", Content: template}}
+		if _, err := tok.EncodeChat(msgs, true); err != nil && !errors.Is(err, ErrNoChatTemplate) && !errors.Is(err, ErrInvalidMessage) {
+			t.Fatalf("EncodeChat: unexpected error %v", err)
 		}
 	})
 }
