@@ -120,6 +120,8 @@ type Engine struct {
 	cache kernels.KVCache
 	kv    *kvcache.Manager
 	log   *slog.Logger
+	// ownsCache is set by Open: Close then closes the cache too.
+	ownsCache bool
 
 	mu      sync.Mutex
 	sched   *scheduler.Scheduler
@@ -204,6 +206,9 @@ func (e *Engine) Close() error {
 	for q, h := range e.handles {
 		errs = append(errs, e.removeLocked(q))
 		h.finish(sample.FinishNone, ErrClosed)
+	}
+	if e.ownsCache {
+		errs = append(errs, e.cache.Close())
 	}
 	return errors.Join(errs...)
 }

@@ -382,3 +382,46 @@ func waitFor(t testing.TB, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+func TestOpenSizesCache(t *testing.T) {
+	m := tiny(t)
+	mc := m.Config()
+	perBlock := int64(mc.KVSpec(1, 4, kernels.KVF16).BlockBytes()) * int64(mc.Layers)
+	tests := []struct {
+		name       string
+		co         engine.CacheOptions
+		wantBlocks int
+		wantErr    bool
+	}{
+		{"bytes", engine.CacheOptions{Bytes: 10*perBlock + 5, BlockSize: 4}, 10, false},
+		{"int8 fits more", engine.CacheOptions{Bytes: 10 * perBlock, BlockSize: 4, DType: kernels.KVInt8}, 16, false},
+		{"too small", engine.CacheOptions{Bytes: perBlock - 1, BlockSize: 4}, 0, true},
+		{"bad fraction", engine.CacheOptions{Fraction: 2, BlockSize: 4}, 0, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := engine.DefaultConfig()
+			cfg.Scheduler = defaultSetup().sched
+			e, err := engine.Open(cfg, m, tc.co)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v, wantErr %v", err, tc.wantErr)
+			}
+			if err != nil {
+				return
+			}
+			if err := e.Start(); err != nil {
+				t.Fatal(err)
+			}
+			if got := e.Load().TotalBlocks; got != tc.wantBlocks {
+				t.Errorf("blocks = %d, want %d", got, tc.wantBlocks)
+			}
+			out := run(t, e, []engine.Request{{Tokens: prompts()[1], Params: greedy(3)}})
+			if len(out[0]) != 3 {
+				t.Errorf("generated %v, want 3 tokens", out[0])
+			}
+			if err := e.Close(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
