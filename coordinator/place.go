@@ -224,7 +224,7 @@ func anyNodeListsModel(st *fsm.State, model string) bool {
 // policy can place on a dead, draining or excluded worker: only active nodes of the right role,
 // serving the model in an allowed pool, with fresh load and not suspected, become candidates.
 func (s *Server) candidates(st *fsm.State, model *fsm.Model, registered bool, r *placement.Request) (prefill, decode []placement.Candidate) {
-	for _, n := range st.SortedNodes() {
+	for _, n := range s.workersOf(st) {
 		if n.State != fsm.StateActive || r.Excluded(n.ID) || !n.Serves(r.Model) {
 			continue
 		}
@@ -251,6 +251,29 @@ func (s *Server) candidates(st *fsm.State, model *fsm.Model, registered bool, r 
 		}
 	}
 	return prefill, decode
+}
+
+// workerIndex is the active prefill and decode workers of one State, sorted by id. Placement
+// runs thousands of times per second against a State that changes a few times per minute, so the
+// sorted list is built once per State rather than per request.
+type workerIndex struct {
+	st      *fsm.State
+	workers []fsm.Node
+}
+
+func (s *Server) workersOf(st *fsm.State) []fsm.Node {
+	if idx := s.index.Load(); idx != nil && idx.st == st {
+		return idx.workers
+	}
+	idx := &workerIndex{st: st}
+	for _, n := range st.SortedNodes() {
+		if n.Role == fsm.RolePrefill || n.Role == fsm.RoleDecode {
+			idx.workers = append(idx.workers, n)
+		}
+	}
+	// Concurrent rebuilds for the same State produce equal lists; last store wins harmlessly.
+	s.index.Store(idx)
+	return idx.workers
 }
 
 func newTransferID() (string, error) {

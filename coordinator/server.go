@@ -40,6 +40,7 @@ type Server struct {
 	// 0 when it is not an established leader. Placement reads it as the fencing token.
 	leaderTerm atomic.Uint64
 	cache      *placeCache
+	index      atomic.Pointer[workerIndex]
 
 	memberEvents chan membership.Event
 	stop         chan struct{}
