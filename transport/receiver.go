@@ -76,9 +76,10 @@ type Receiver struct {
 	tombs  map[string]tombstone
 	closed bool
 
-	kick chan struct{}
-	stop chan struct{}
-	done chan struct{}
+	wakeAt time.Time // when the reaper next runs; zero while it scans or idles; guarded by mu
+	kick   chan struct{}
+	stop   chan struct{}
+	done   chan struct{}
 }
 
 // NewReceiver starts a receiver writing into mem and reserving from alloc.
@@ -178,7 +179,7 @@ func (r *Receiver) Reserve(ctx context.Context, g Grant, n int) (Lease, error) {
 	l.expiry = r.cfg.Clock.Now().Add(r.cfg.LeaseTTL)
 	out := l.public()
 	l.mu.Unlock()
-	r.wake()
+	r.wake(out.Expiry)
 	return out, nil
 }
 
@@ -377,7 +378,16 @@ func (r *Receiver) endedError(l *lease) error {
 	return fmt.Errorf("%w: transfer %q is not live", ErrUnknownTransfer, l.grant.TransferID)
 }
 
-func (r *Receiver) wake() {
+// wake rescans at once when a lease expiring at exp would otherwise be
+// seen late; most reservations expire after the scheduled wake and cost the
+// reaper nothing.
+func (r *Receiver) wake(exp time.Time) {
+	r.mu.Lock()
+	early := r.wakeAt.IsZero() || exp.Before(r.wakeAt)
+	r.mu.Unlock()
+	if !early {
+		return
+	}
 	select {
 	case r.kick <- struct{}{}:
 	default:
@@ -385,8 +395,9 @@ func (r *Receiver) wake() {
 }
 
 // reap frees leases whose expiry has passed. It sleeps until the earliest
-// expiry (re-scanning when Reserve adds a lease), so an idle receiver costs
-// nothing and an expired lease is freed promptly.
+// lease expiry, so an idle receiver costs nothing and an expired lease is
+// freed promptly. Tombstones are pruned on the same passes (and at least
+// once per TombstoneTTL), never scheduled one by one.
 func (r *Receiver) reap() {
 	defer close(r.done)
 	for {
@@ -405,7 +416,8 @@ func (r *Receiver) reap() {
 	}
 }
 
-// sweep expires due leases and tombstones and returns the next deadline.
+// sweep expires due leases and tombstones and returns (and records) the
+// next time it must run.
 func (r *Receiver) sweep(now time.Time) time.Time {
 	r.mu.Lock()
 	live := make([]*lease, 0, len(r.leases))
@@ -416,10 +428,14 @@ func (r *Receiver) sweep(now time.Time) time.Time {
 	for id, t := range r.tombs {
 		if !t.until.After(now) {
 			delete(r.tombs, id)
-		} else if next.IsZero() || t.until.Before(next) {
-			next = t.until
 		}
 	}
+	if len(r.tombs) > 0 {
+		next = now.Add(r.cfg.TombstoneTTL)
+	}
+	// Publish a provisional wake time before scanning, so a Reserve racing
+	// this sweep kicks us when its lease might be missed.
+	r.wakeAt = time.Time{}
 	r.mu.Unlock()
 	for _, l := range live {
 		l.mu.Lock()
@@ -441,5 +457,8 @@ func (r *Receiver) sweep(now time.Time) time.Time {
 			next = exp
 		}
 	}
+	r.mu.Lock()
+	r.wakeAt = next
+	r.mu.Unlock()
 	return next
 }

@@ -27,6 +27,29 @@ type Conn struct {
 	ctl  *net.UnixConn
 	r    *reader
 	wbuf []byte
+
+	idleMu sync.Mutex
+	idle   []*pipe // connections whose last push committed cleanly
+	closed bool
+}
+
+// maxIdle bounds the pipes kept for reuse per Conn.
+const maxIdle = 4
+
+// pipe is one push connection and its staging segment. Creating them costs
+// a socket, a handshake, memfd_create and two mmaps; a committed pipe is
+// reused, so a small transfer pays only its control messages.
+type pipe struct {
+	uc     *net.UnixConn
+	r      *reader
+	seg    *segment
+	reused bool
+}
+
+func (p *pipe) close() {
+	p.uc.Close()
+	p.r.close()
+	p.seg.close()
 }
 
 var (
@@ -154,44 +177,50 @@ func (c *Conn) Cancel(ctx context.Context, g transport.Grant, reason string) err
 	return err
 }
 
-// Close closes the control socket; streams have their own and end on
-// their own Close.
+// Close closes the control socket and idle pipes; open streams have their
+// own and end on their own Close.
 func (c *Conn) Close() error {
+	c.idleMu.Lock()
+	c.closed = true
+	idle := c.idle
+	c.idle = nil
+	c.idleMu.Unlock()
+	for _, p := range idle {
+		p.close()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.r.close()
 	return c.ctl.Close()
 }
 
-// OpenStream opens a socket and a staging segment for one transfer.
+// OpenStream starts one transfer on an idle pipe or a new one.
 func (c *Conn) OpenStream(ctx context.Context, g transport.Grant, dst []int32) (transport.Stream, error) {
-	uc, r, _, err := c.connect(ctx)
+	p, err := c.takePipe(ctx)
 	if err != nil {
 		return nil, err
 	}
-	seg, err := createSegment(c.cfg.Slots, c.cfg.SlotBytes)
-	if err != nil {
-		uc.Close()
-		r.close()
-		return nil, err
-	}
-	s := &stream{uc: uc, r: r, seg: seg, free: make(chan int, seg.slots), acks: make(chan transport.Ack, c.peer.Spec.Layers+1), ended: make(chan struct{})}
-	for i := range seg.slots {
+	s := &stream{conn: c, p: p, free: make(chan int, p.seg.slots), acks: make(chan transport.Ack, c.peer.Spec.Layers+1), ended: make(chan struct{})}
+	for i := range p.seg.slots {
 		s.free <- i
 	}
-	stop := bindDeadline(ctx, uc)
-	start := &transportv1.ShmRequest{Kind: &transportv1.ShmRequest_StartPush{StartPush: &transportv1.StartPush{Slots: uint32(seg.slots), SlotBytes: uint32(seg.slot)}}}
-	s.wbuf, err = writeMsg(uc, s.wbuf, start, seg.fd)
+	stop := bindDeadline(ctx, p.uc)
+	start := &transportv1.ShmRequest{Kind: &transportv1.ShmRequest_StartPush{StartPush: &transportv1.StartPush{Slots: uint32(p.seg.slots), SlotBytes: uint32(p.seg.slot), Reuse: p.reused}}}
+	if p.reused {
+		s.wbuf, err = writeMsg(p.uc, s.wbuf, start)
+	} else {
+		s.wbuf, err = writeMsg(p.uc, s.wbuf, start, p.seg.fd)
+		// The receiver holds its own descriptor now; the mapping keeps ours.
+		unix.Close(p.seg.fd)
+		p.seg.fd = -1
+	}
 	stop()
-	// The receiver holds its own descriptor now; the mapping keeps ours.
-	unix.Close(seg.fd)
-	seg.fd = -1
 	if err != nil {
 		err = ioError(ctx, err)
-		s.closeNow()
+		p.close()
 		return nil, err
 	}
-	uc.SetDeadline(time.Time{})
+	p.uc.SetDeadline(time.Time{})
 	s.wg.Add(1)
 	go s.recvLoop()
 	open := &transportv1.Frame{Kind: &transportv1.Frame_Open{Open: &transportv1.Open{Grant: wire.Grant(g), DstBlocks: dst}}}
@@ -202,24 +231,60 @@ func (c *Conn) OpenStream(ctx context.Context, g transport.Grant, dst []int32) (
 	return s, nil
 }
 
+func (c *Conn) takePipe(ctx context.Context) (*pipe, error) {
+	c.idleMu.Lock()
+	if n := len(c.idle); n > 0 {
+		p := c.idle[n-1]
+		c.idle = c.idle[:n-1]
+		c.idleMu.Unlock()
+		return p, nil
+	}
+	c.idleMu.Unlock()
+	uc, r, _, err := c.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	seg, err := createSegment(c.cfg.Slots, c.cfg.SlotBytes)
+	if err != nil {
+		uc.Close()
+		r.close()
+		return nil, err
+	}
+	return &pipe{uc: uc, r: r, seg: seg}, nil
+}
+
+// putPipe keeps a cleanly committed pipe for the next transfer.
+func (c *Conn) putPipe(p *pipe) {
+	p.reused = true
+	c.idleMu.Lock()
+	if !c.closed && len(c.idle) < maxIdle {
+		c.idle = append(c.idle, p)
+		p = nil
+	}
+	c.idleMu.Unlock()
+	if p != nil {
+		p.close()
+	}
+}
+
 // stream is the sender half of one transfer. One goroutine sends;
 // recvLoop (owned, joined by Close) reads acknowledgements and slot returns.
 type stream struct {
-	uc   *net.UnixConn
-	r    *reader
-	seg  *segment
+	conn *Conn
+	p    *pipe
 	seq  uint64
 	wbuf []byte
 	req  transportv1.ShmRequest
 	fr   transportv1.Frame
 	sc   transportv1.ShmChunk
 
-	free  chan int
-	acks  chan transport.Ack
-	ended chan struct{} // closed when recvLoop ends; err is then set
-	err   error
-	wg    sync.WaitGroup
-	once  sync.Once
+	free      chan int
+	acks      chan transport.Ack
+	ended     chan struct{} // closed when recvLoop ends; err is then set
+	err       error
+	committed bool // recvLoop saw the commit and stopped reading; set before ended closes
+	wg        sync.WaitGroup
+	once      sync.Once
 }
 
 func (s *stream) recvLoop() {
@@ -228,7 +293,7 @@ func (s *stream) recvLoop() {
 	resp := new(transportv1.ShmResponse)
 	for {
 		resp.Reset()
-		if err := s.r.read(resp); err != nil {
+		if err := s.p.r.read(resp); err != nil {
 			s.err = fmt.Errorf("%w: shm: %w", transport.ErrPeerLost, err)
 			return
 		}
@@ -239,7 +304,7 @@ func (s *stream) recvLoop() {
 		a := resp.GetAck()
 		switch k := a.GetKind().(type) {
 		case *transportv1.Ack_SlotFree:
-			if k.SlotFree.GetSlot() < uint32(s.seg.slots) {
+			if k.SlotFree.GetSlot() < uint32(s.p.seg.slots) {
 				select {
 				case s.free <- int(k.SlotFree.GetSlot()):
 					continue
@@ -253,9 +318,13 @@ func (s *stream) recvLoop() {
 				return
 			}
 		case *transportv1.Ack_Committed:
-			if !s.queue(transport.Ack{Kind: transport.AckCommitted, Blocks: k.Committed.GetBlocks()}) {
-				return
+			if s.queue(transport.Ack{Kind: transport.AckCommitted, Blocks: k.Committed.GetBlocks()}) {
+				// Nothing follows a commit: stop reading, so the pipe
+				// can carry the next transfer.
+				s.committed = true
+				s.err = fmt.Errorf("%w: transfer committed", transport.ErrClosed)
 			}
+			return
 		default:
 			s.err = fmt.Errorf("%w: shm: unexpected response %T", transport.ErrProtocol, k)
 			return
@@ -288,11 +357,11 @@ func (s *stream) send(ctx context.Context, f *transportv1.Frame) error {
 	s.seq++
 	f.Seq = s.seq
 	s.req.Kind = &transportv1.ShmRequest_Frame{Frame: f}
-	stop := bindDeadline(ctx, s.uc)
+	stop := bindDeadline(ctx, s.p.uc)
 	var err error
-	s.wbuf, err = writeMsg(s.uc, s.wbuf, &s.req)
+	s.wbuf, err = writeMsg(s.p.uc, s.wbuf, &s.req)
 	if !stop() || err != nil {
-		s.uc.SetDeadline(time.Time{})
+		s.p.uc.SetDeadline(time.Time{})
 	}
 	if err != nil {
 		if ctx.Err() == nil {
@@ -318,7 +387,7 @@ func (s *stream) SendChunk(ctx context.Context, layer int, offset uint64, segs [
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	dst := s.seg.mem[slot*s.seg.slot : (slot+1)*s.seg.slot]
+	dst := s.p.seg.mem[slot*s.p.seg.slot : (slot+1)*s.p.seg.slot]
 	n := 0
 	for _, seg := range segs {
 		if n+len(seg) > len(dst) {
@@ -360,19 +429,31 @@ func (s *stream) Recv(ctx context.Context) (transport.Ack, error) {
 	}
 }
 
-// Close ends the stream: closing the socket before a commit makes the
+// Close ends the stream. After a clean commit the pipe goes back to the
+// Conn for reuse; otherwise closing the socket before a commit makes the
 // receiver abort the transfer and free its blocks.
-func (s *stream) Close(error) error {
+func (s *stream) Close(cause error) error {
 	s.once.Do(func() {
-		s.uc.Close()
+		if cause == nil {
+			select {
+			case <-s.ended:
+			case <-time.After(time.Second): // the commit ack was read, so this is prompt
+			}
+		}
+		clean := false
+		select {
+		case <-s.ended:
+			clean = cause == nil && s.committed && len(s.free) == cap(s.free)
+		default:
+		}
+		if clean {
+			s.wg.Wait()
+			s.conn.putPipe(s.p)
+			return
+		}
+		s.p.uc.Close()
 		s.wg.Wait()
-		s.closeNow()
+		s.p.close()
 	})
 	return nil
-}
-
-func (s *stream) closeNow() {
-	s.uc.Close()
-	s.r.close()
-	s.seg.close()
 }

@@ -11,15 +11,22 @@ import (
 // push serves one transfer's stream: the staging segment's descriptor came
 // with the StartPush message; frames follow, the first an Open.
 func (h *conn) push(start *transportv1.StartPush) error {
-	fd, err := h.r.takeFD()
-	if err != nil {
-		return err
+	if !start.GetReuse() {
+		fd, err := h.r.takeFD()
+		if err != nil {
+			return err
+		}
+		if h.seg != nil {
+			h.seg.close()
+			h.seg = nil
+		}
+		if h.seg, err = openSegment(fd, int(start.GetSlots()), int(start.GetSlotBytes())); err != nil {
+			return err
+		}
+	} else if h.seg == nil {
+		return fmt.Errorf("%w: shm: reuse without a previous segment", transport.ErrProtocol)
 	}
-	seg, err := openSegment(fd, int(start.GetSlots()), int(start.GetSlotBytes()))
-	if err != nil {
-		return err
-	}
-	defer seg.close()
+	seg := h.seg
 	req := new(transportv1.ShmRequest)
 	if err := h.r.read(req); err != nil {
 		return fmt.Errorf("%w: shm: stream ended before open: %w", transport.ErrProtocol, err)

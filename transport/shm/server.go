@@ -127,12 +127,18 @@ type conn struct {
 	c    *net.UnixConn
 	r    *reader
 	wbuf []byte
+	seg  *segment // staging of the last push, kept for reuse
 }
 
 func (s *Server) handle(c *net.UnixConn) {
 	defer c.Close()
 	h := &conn{s: s, c: c, r: newReader(c)}
 	defer h.r.close()
+	defer func() {
+		if h.seg != nil {
+			h.seg.close()
+		}
+	}()
 	if err := h.checkPeer(); err != nil {
 		h.fail(err)
 		return
@@ -211,7 +217,10 @@ func (h *conn) serve() error {
 		case *transportv1.ShmRequest_Cancel:
 			resp = h.cancel(k.Cancel)
 		case *transportv1.ShmRequest_StartPush:
-			return h.push(k.StartPush)
+			if err := h.push(k.StartPush); err != nil {
+				return err
+			}
+			continue // committed: the connection may carry another push
 		default:
 			return fmt.Errorf("%w: shm: unexpected request %T", transport.ErrProtocol, k)
 		}

@@ -206,20 +206,30 @@ func TestSHM_RoundTrip(t *testing.T) {
 			n := newNode(t, testConfig(t))
 			c := n.dial(t)
 			src := source(t)
-			var rel releases
-			out, pairs := push(t, n, c, src, "rt", tc.blocks, tc.chunk, &rel)
-			if err := sendRest(out, 0); err != nil {
-				t.Fatal(err)
+			// Several transfers in turn: later ones reuse the first's pipe.
+			for _, id := range []string{"rt1", "rt2", "rt3"} {
+				var rel releases
+				out, pairs := push(t, n, c, src, id, tc.blocks, tc.chunk, &rel)
+				if err := sendRest(out, 0); err != nil {
+					t.Fatal(err)
+				}
+				rel.check(t, nil)
+				blocks, err := n.recv.Ready(context.Background(), id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := transporttest.SameBlocks(src, n.mem, pairs); err != nil {
+					t.Error(err)
+				}
+				n.alloc.Claim(blocks)
+				transporttest.Fill(src, uint64(len(id))+uint64(id[2])) // new bytes for the next round
 			}
-			rel.check(t, nil)
-			blocks, err := n.recv.Ready(context.Background(), "rt")
-			if err != nil {
-				t.Fatal(err)
+			c.idleMu.Lock()
+			idle := len(c.idle)
+			c.idleMu.Unlock()
+			if idle != 1 {
+				t.Errorf("%d idle pipes after sequential transfers, want 1 reused pipe", idle)
 			}
-			if err := transporttest.SameBlocks(src, n.mem, pairs); err != nil {
-				t.Error(err)
-			}
-			n.alloc.Claim(blocks)
 		})
 	}
 }

@@ -1396,8 +1396,9 @@ type ShmRequest_Cancel struct {
 }
 
 type ShmRequest_StartPush struct {
-	// StartPush turns the connection into one push stream; the staging
-	// segment's file descriptor travels with this message (SCM_RIGHTS).
+	// StartPush turns the connection into a push stream until the
+	// transfer's commit; the staging segment's file descriptor travels with
+	// this message (SCM_RIGHTS) unless the previous segment is reused.
 	StartPush *StartPush `protobuf:"bytes,4,opt,name=start_push,json=startPush,proto3,oneof"`
 }
 
@@ -1416,9 +1417,12 @@ func (*ShmRequest_StartPush) isShmRequest_Kind() {}
 func (*ShmRequest_Frame) isShmRequest_Kind() {}
 
 type StartPush struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Slots         uint32                 `protobuf:"varint,1,opt,name=slots,proto3" json:"slots,omitempty"`
-	SlotBytes     uint32                 `protobuf:"varint,2,opt,name=slot_bytes,json=slotBytes,proto3" json:"slot_bytes,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Slots     uint32                 `protobuf:"varint,1,opt,name=slots,proto3" json:"slots,omitempty"`
+	SlotBytes uint32                 `protobuf:"varint,2,opt,name=slot_bytes,json=slotBytes,proto3" json:"slot_bytes,omitempty"`
+	// reuse keeps the segment of the previous push on this connection (no
+	// descriptor travels); a connection is reused only after a clean commit.
+	Reuse         bool `protobuf:"varint,3,opt,name=reuse,proto3" json:"reuse,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1465,6 +1469,13 @@ func (x *StartPush) GetSlotBytes() uint32 {
 		return x.SlotBytes
 	}
 	return 0
+}
+
+func (x *StartPush) GetReuse() bool {
+	if x != nil {
+		return x.Reuse
+	}
+	return false
 }
 
 type ShmResponse struct {
@@ -1689,11 +1700,12 @@ const file_transport_v1_transport_proto_rawDesc = "" +
 	"\n" +
 	"start_push\x18\x04 \x01(\v2\x1e.tandem.transport.v1.StartPushH\x00R\tstartPush\x122\n" +
 	"\x05frame\x18\x05 \x01(\v2\x1a.tandem.transport.v1.FrameH\x00R\x05frameB\x06\n" +
-	"\x04kind\"@\n" +
+	"\x04kind\"V\n" +
 	"\tStartPush\x12\x14\n" +
 	"\x05slots\x18\x01 \x01(\rR\x05slots\x12\x1d\n" +
 	"\n" +
-	"slot_bytes\x18\x02 \x01(\rR\tslotBytes\"\xc6\x02\n" +
+	"slot_bytes\x18\x02 \x01(\rR\tslotBytes\x12\x14\n" +
+	"\x05reuse\x18\x03 \x01(\bR\x05reuse\"\xc6\x02\n" +
 	"\vShmResponse\x12F\n" +
 	"\thandshake\x18\x01 \x01(\v2&.tandem.transport.v1.HandshakeResponseH\x00R\thandshake\x12@\n" +
 	"\areserve\x18\x02 \x01(\v2$.tandem.transport.v1.ReserveResponseH\x00R\areserve\x12=\n" +

@@ -1,0 +1,46 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/tandemserve/tandem/transport"
+)
+
+// pool is a free-list BlockAllocator for the benchmark's receiver.
+type pool struct {
+	mu   sync.Mutex
+	free []int32
+}
+
+var _ transport.BlockAllocator = (*pool)(nil)
+
+func newPool(n int) *pool {
+	p := &pool{}
+	for i := n - 1; i >= 0; i-- {
+		p.free = append(p.free, int32(i))
+	}
+	return p
+}
+
+func (p *pool) Allocate(_ context.Context, n int) ([]int32, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n > len(p.free) {
+		return nil, fmt.Errorf("bench: %d blocks wanted, %d free", n, len(p.free))
+	}
+	out := append([]int32(nil), p.free[len(p.free)-n:]...)
+	p.free = p.free[:len(p.free)-n]
+	return out, nil
+}
+
+func (p *pool) Free(blocks []int32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	// Push back in reverse so the next Allocate returns the same ids in
+	// the same order, as a steady-state cache would.
+	for i := len(blocks) - 1; i >= 0; i-- {
+		p.free = append(p.free, blocks[i])
+	}
+}
