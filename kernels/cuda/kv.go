@@ -8,7 +8,9 @@ import (
 	"github.com/tandemserve/tandem/kernels"
 )
 
-// KVCache is paged KV storage in device memory (kernels.KVCache layout, f16).
+// KVCache is paged KV storage in device memory, in the kernels.KVCache
+// layout and row format (f16 or int8), so blocks are byte-compatible with the
+// CPU backends' caches.
 // Block I/O runs on its own CUDA stream under mu, so the transport may read
 // and write blocks while the engine's step runs on the backend's stream.
 // Block I/O must have stopped before the Backend is closed.
@@ -22,16 +24,13 @@ type KVCache struct {
 
 var _ kernels.KVCache = (*KVCache)(nil)
 
-// NewKVCache implements kernels.Backend. Only f16 storage is supported.
+// NewKVCache implements kernels.Backend, for f16 and int8 storage.
 func (b *Backend) NewKVCache(spec kernels.KVSpec) (kernels.KVCache, error) {
 	if b.lib == nil {
 		return nil, ErrClosed
 	}
 	if err := spec.Validate(); err != nil {
 		return nil, fmt.Errorf("cuda: %w", err)
-	}
-	if spec.DType != kernels.KVF16 {
-		return nil, fmt.Errorf("%w: %v KV cache (the CUDA kernels store f16)", ErrUnsupported, spec.DType)
 	}
 	io, err := b.lib.create(b.info.Index)
 	if err != nil {

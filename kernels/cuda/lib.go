@@ -33,8 +33,8 @@ typedef struct {
 	int (*add)(tc_ctx *, float *, const float *, size_t);
 	int (*swiglu)(tc_ctx *, float *, const float *, const float *, size_t);
 	int (*gather)(tc_ctx *, float *, const float *, int, const int32_t *, int);
-	int (*store_kv)(tc_ctx *, void *, int, int, int, const float *, const float *, const int32_t *, int);
-	int (*attention)(tc_ctx *, float *, const float *, const void *, int, int, int, int, float,
+	int (*store_kv)(tc_ctx *, void *, int, int, int, int, const float *, const float *, const int32_t *, int);
+	int (*attention)(tc_ctx *, float *, const float *, const void *, int, int, int, int, int, float,
 	                 const tc_attn_task *, int, const int32_t *, int);
 	int (*nccl_available)(void);
 	int (*nccl_init_all)(tc_ctx **, int, void **);
@@ -111,9 +111,9 @@ static int t_rope(tc_api *a, uintptr_t c, uintptr_t x, int t, const int32_t *pos
 static int t_add(tc_api *a, uintptr_t c, uintptr_t dst, uintptr_t x, size_t n) { return a->add(CTX(c), F(dst), F(x), n); }
 static int t_swiglu(tc_api *a, uintptr_t c, uintptr_t dst, uintptr_t g, uintptr_t u, size_t n) { return a->swiglu(CTX(c), F(dst), F(g), F(u), n); }
 static int t_gather(tc_api *a, uintptr_t c, uintptr_t dst, uintptr_t src, int cols, const int32_t *rows, int n) { return a->gather(CTX(c), F(dst), F(src), cols, rows, n); }
-static int t_store_kv(tc_api *a, uintptr_t c, uintptr_t layer, int bs, int kvh, int hd, uintptr_t k, uintptr_t v, const int32_t *slots, int n) { return a->store_kv(CTX(c), P(layer), bs, kvh, hd, F(k), F(v), slots, n); }
-static int t_attention(tc_api *a, uintptr_t c, uintptr_t dst, uintptr_t q, uintptr_t layer, int bs, int h, int kvh, int hd, float scale, const int32_t *tasks, int nt, const int32_t *tables, int ntab) {
-	return a->attention(CTX(c), F(dst), F(q), P(layer), bs, h, kvh, hd, scale, (const tc_attn_task *)tasks, nt, tables, ntab);
+static int t_store_kv(tc_api *a, uintptr_t c, uintptr_t layer, int dt, int bs, int kvh, int hd, uintptr_t k, uintptr_t v, const int32_t *slots, int n) { return a->store_kv(CTX(c), P(layer), dt, bs, kvh, hd, F(k), F(v), slots, n); }
+static int t_attention(tc_api *a, uintptr_t c, uintptr_t dst, uintptr_t q, uintptr_t layer, int dt, int bs, int h, int kvh, int hd, float scale, const int32_t *tasks, int nt, const int32_t *tables, int ntab) {
+	return a->attention(CTX(c), F(dst), F(q), P(layer), dt, bs, h, kvh, hd, scale, (const tc_attn_task *)tasks, nt, tables, ntab);
 }
 static int t_nccl_available(tc_api *a) { return a->nccl_available(); }
 static int t_nccl_init_all(tc_api *a, uintptr_t *ctxs, int n, uintptr_t *comms) { return a->nccl_init_all((tc_ctx **)ctxs, n, (void **)comms); }
@@ -127,6 +127,8 @@ import (
 	"os"
 	"path/filepath"
 	"unsafe"
+
+	"github.com/tandemserve/tandem/kernels"
 )
 
 // libName is the file scripts/build-cuda.sh writes.
@@ -220,6 +222,13 @@ func (l *library) close() {
 
 // abiVersion must match TANDEM_CUDA_ABI_VERSION in csrc/tandem_cuda.h.
 const abiVersion = int(C.TANDEM_CUDA_ABI_VERSION)
+
+// The library's KV row formats are kernels.KVDType's values (compile-time
+// checks: a mismatch makes an out-of-range constant index).
+var (
+	_ = [1]int{}[int(C.TC_KV_F16)-int(kernels.KVF16)]
+	_ = [1]int{}[int(C.TC_KV_INT8)-int(kernels.KVInt8)]
+)
 
 // Codes of the library's own errors (csrc/tandem_cuda.h).
 const (
@@ -379,15 +388,15 @@ func (l *library) gather(ctx, dst, src uintptr, cols int, rows []int32) error {
 		C.int(cols), i32p(rows), C.int(len(rows))))
 }
 
-func (l *library) storeKV(ctx, layer uintptr, blockSize, kvHeads, headDim int, k, v uintptr, slots []int32) error {
-	return l.check("store kv", C.t_store_kv(l.api, C.uintptr_t(ctx), C.uintptr_t(layer), C.int(blockSize),
+func (l *library) storeKV(ctx, layer uintptr, dtype kernels.KVDType, blockSize, kvHeads, headDim int, k, v uintptr, slots []int32) error {
+	return l.check("store kv", C.t_store_kv(l.api, C.uintptr_t(ctx), C.uintptr_t(layer), C.int(dtype), C.int(blockSize),
 		C.int(kvHeads), C.int(headDim), C.uintptr_t(k), C.uintptr_t(v), i32p(slots), C.int(len(slots))))
 }
 
-func (l *library) attention(ctx, dst, q, layer uintptr, blockSize, heads, kvHeads, headDim int, scale float32,
-	tasks, tables []int32) error {
+func (l *library) attention(ctx, dst, q, layer uintptr, dtype kernels.KVDType, blockSize, heads, kvHeads, headDim int,
+	scale float32, tasks, tables []int32) error {
 	return l.check("attention", C.t_attention(l.api, C.uintptr_t(ctx), C.uintptr_t(dst), C.uintptr_t(q),
-		C.uintptr_t(layer), C.int(blockSize), C.int(heads), C.int(kvHeads), C.int(headDim), C.float(scale),
+		C.uintptr_t(layer), C.int(dtype), C.int(blockSize), C.int(heads), C.int(kvHeads), C.int(headDim), C.float(scale),
 		i32p(tasks), C.int(len(tasks)/taskInts), i32p(tables), C.int(len(tables))))
 }
 

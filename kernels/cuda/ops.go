@@ -138,7 +138,7 @@ func (b *Backend) StoreKV(c kernels.KVCache, layer int, k, v kernels.Tensor, slo
 			return
 		}
 	}
-	b.fail(b.lib.storeKV(b.ctx, kc.layers[layer], s.BlockSize, s.KVHeads, s.HeadDim, kt.ptr, vt.ptr, slots))
+	b.fail(b.lib.storeKV(b.ctx, kc.layers[layer], s.DType, s.BlockSize, s.KVHeads, s.HeadDim, kt.ptr, vt.ptr, slots))
 }
 
 // Attention implements kernels.Backend.
@@ -154,6 +154,6 @@ func (b *Backend) Attention(dst, q kernels.Tensor, c kernels.KVCache, layer int,
 	if b.fail(err) || len(tasks) == 0 {
 		return
 	}
-	b.fail(b.lib.attention(b.ctx, d.ptr, qt.ptr, kc.layers[layer], kc.spec.BlockSize, p.Heads, p.KVHeads,
+	b.fail(b.lib.attention(b.ctx, d.ptr, qt.ptr, kc.layers[layer], kc.spec.DType, kc.spec.BlockSize, p.Heads, p.KVHeads,
 		p.HeadDim, p.Scale, tasks, tables))
 }

@@ -1,5 +1,5 @@
-// attention.cu: causal grouped-query attention over the paged f16 KV cache,
-// for prefill and decode alike.
+// attention.cu: causal grouped-query attention over the paged KV cache (f16
+// or int8 rows), for prefill and decode alike.
 //
 // Flash-attention style: a thread block owns up to TC_ATTN_WARPS (query row,
 // query head) tasks that share one sequence and one KV head. It walks the
@@ -25,9 +25,10 @@ static size_t tc_attn_smem(int head_dim) {
 }
 
 __global__ void __launch_bounds__(TC_ATTN_WARPS * 32)
-    k_attention(float *dst, const float *q, const half *layer, int block_size, int heads, int kv_heads,
-                int head_dim, float scale, const tc_attn_task *tasks, const int32_t *tables) {
+    k_attention(float *dst, const float *q, const uint8_t *layer, int kv_dtype, int block_size, int heads,
+                int kv_heads, int head_dim, float scale, const tc_attn_task *tasks, const int32_t *tables) {
 	extern __shared__ float smem[];
+	__shared__ float ksc[TC_ATTN_TILE], vsc[TC_ATTN_TILE]; // int8 row scales of the tile
 	const int kstride = head_dim + 1;
 	float *ks = smem;
 	float *vs = ks + TC_ATTN_TILE * kstride;
@@ -47,8 +48,8 @@ __global__ void __launch_bounds__(TC_ATTN_WARPS * 32)
 		max_keys = max(max_keys, blk[w].n_keys);
 	}
 	const int32_t *table = tables + table_off;
-	const size_t row_elems = (size_t)kv_heads * head_dim;
-	const size_t block_elems = 2 * (size_t)block_size * row_elems;
+	const size_t rb = tc_kv_row_bytes(kv_dtype, kv_heads, head_dim);
+	const size_t block_bytes = 2 * (size_t)block_size * rb;
 
 	float *myq = qsm + warp * head_dim;
 	if (active) {
@@ -64,16 +65,37 @@ __global__ void __launch_bounds__(TC_ATTN_WARPS * 32)
 	for (int k0 = 0; k0 < max_keys; k0 += TC_ATTN_TILE) {
 		__syncthreads(); // previous tile fully consumed (and myq written)
 		const int n = min(TC_ATTN_TILE, max_keys - k0);
-		if (head_dim % 8 == 0) {
+		if (kv_dtype == TC_KV_INT8) {
+			if (threadIdx.x < n) {
+				const int slot = k0 + threadIdx.x;
+				const uint8_t *base = layer + (size_t)table[slot / block_size] * block_bytes;
+				const uint8_t *kr = base + (size_t)(slot % block_size) * rb + (size_t)kv_heads * head_dim + 4 * (size_t)kvh;
+				const uint8_t *vr = kr + (size_t)block_size * rb;
+				// Scales may sit at unaligned offsets: assemble bytewise.
+				uint32_t kb = 0, vb = 0;
+				for (int b = 0; b < 4; b++) kb |= (uint32_t)kr[b] << (8 * b), vb |= (uint32_t)vr[b] << (8 * b);
+				ksc[threadIdx.x] = __uint_as_float(kb);
+				vsc[threadIdx.x] = __uint_as_float(vb);
+			}
+			__syncthreads();
+			for (int e = threadIdx.x; e < n * head_dim; e += blockDim.x) {
+				const int j = e / head_dim, d = e % head_dim;
+				const int slot = k0 + j;
+				const uint8_t *base = layer + (size_t)table[slot / block_size] * block_bytes;
+				const size_t off = (size_t)(slot % block_size) * rb + (size_t)kvh * head_dim + d;
+				ks[j * kstride + d] = (float)(int8_t)base[off] * ksc[j];
+				vs[j * head_dim + d] = (float)(int8_t)base[(size_t)block_size * rb + off] * vsc[j];
+			}
+		} else if (head_dim % 8 == 0) {
 			// 128-bit loads: 8 halves of one key (or value) row per thread.
 			const int vecs = head_dim / 8;
 			for (int e = threadIdx.x; e < n * vecs; e += blockDim.x) {
-				int j = e / vecs, d = (e % vecs) * 8;
-				int slot = k0 + j;
-				const half *blkp = layer + (size_t)table[slot / block_size] * block_elems;
-				size_t off = (size_t)(slot % block_size) * row_elems + (size_t)kvh * head_dim + d;
-				uint4 kr = *(const uint4 *)(blkp + off);
-				uint4 vr = *(const uint4 *)(blkp + (size_t)block_size * row_elems + off);
+				const int j = e / vecs, d = (e % vecs) * 8;
+				const int slot = k0 + j;
+				const uint8_t *base = layer + (size_t)table[slot / block_size] * block_bytes;
+				const size_t off = (size_t)(slot % block_size) * rb + ((size_t)kvh * head_dim + d) * 2;
+				uint4 kr = *(const uint4 *)(base + off);
+				uint4 vr = *(const uint4 *)(base + (size_t)block_size * rb + off);
 				const half2 *kh = (const half2 *)&kr, *vh = (const half2 *)&vr;
 #pragma unroll
 				for (int i = 0; i < 4; i++) {
@@ -86,12 +108,12 @@ __global__ void __launch_bounds__(TC_ATTN_WARPS * 32)
 			}
 		} else {
 			for (int e = threadIdx.x; e < n * head_dim; e += blockDim.x) {
-				int j = e / head_dim, d = e % head_dim;
-				int slot = k0 + j;
-				const half *blkp = layer + (size_t)table[slot / block_size] * block_elems;
-				size_t off = (size_t)(slot % block_size) * row_elems + (size_t)kvh * head_dim + d;
-				ks[j * kstride + d] = __half2float(blkp[off]);
-				vs[j * head_dim + d] = __half2float(blkp[(size_t)block_size * row_elems + off]);
+				const int j = e / head_dim, d = e % head_dim;
+				const int slot = k0 + j;
+				const uint8_t *base = layer + (size_t)table[slot / block_size] * block_bytes;
+				const size_t off = (size_t)(slot % block_size) * rb + ((size_t)kvh * head_dim + d) * 2;
+				ks[j * kstride + d] = __half2float(*(const half *)(base + off));
+				vs[j * head_dim + d] = __half2float(*(const half *)(base + (size_t)block_size * rb + off));
 			}
 		}
 		__syncthreads();
@@ -131,7 +153,7 @@ __global__ void __launch_bounds__(TC_ATTN_WARPS * 32)
 }
 
 extern "C" int tandem_cuda_attention(tc_ctx *c, float *d_dst, const float *d_q, const void *d_layer,
-                                     int block_size, int heads, int kv_heads, int head_dim, float scale,
+                                     int kv_dtype, int block_size, int heads, int kv_heads, int head_dim, float scale,
                                      const tc_attn_task *h_tasks, int n_tasks, const int32_t *h_tables,
                                      int n_tables) {
 	int rc = tc_enter(c);
@@ -142,6 +164,7 @@ extern "C" int tandem_cuda_attention(tc_ctx *c, float *d_dst, const float *d_q, 
 		return TC_ERR_ARG;
 	}
 	if (head_dim <= 0 || head_dim > TC_ATTN_MAX_HD) return TC_ERR_UNSUPPORTED;
+	if (kv_dtype != TC_KV_F16 && kv_dtype != TC_KV_INT8) return TC_ERR_UNSUPPORTED;
 	size_t task_bytes = (size_t)n_tasks * sizeof(tc_attn_task);
 	size_t table_off = (task_bytes + 15) / 16 * 16;
 	size_t table_bytes = (size_t)n_tables * sizeof(int32_t);
@@ -159,7 +182,7 @@ extern "C" int tandem_cuda_attention(tc_ctx *c, float *d_dst, const float *d_q, 
 		TC_CHECK(cudaFuncSetAttribute(k_attention, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
 	}
 	k_attention<<<n_tasks / TC_ATTN_WARPS, TC_ATTN_WARPS * 32, smem, c->stream>>>(
-	    d_dst, d_q, (const half *)d_layer, block_size, heads, kv_heads, head_dim, scale,
+	    d_dst, d_q, (const uint8_t *)d_layer, kv_dtype, block_size, heads, kv_heads, head_dim, scale,
 	    (const tc_attn_task *)tasks, (const int32_t *)tables);
 	return tc_launched();
 }

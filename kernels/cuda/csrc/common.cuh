@@ -72,6 +72,11 @@ static inline __host__ __device__ size_t tc_elem_bytes(int type) {
 	return type == TC_F32 ? 4 : 2;
 }
 
+// tc_kv_row_bytes is the size of one token's keys (or values).
+static inline __host__ __device__ size_t tc_kv_row_bytes(int kv_dtype, int kv_heads, int head_dim) {
+	return kv_dtype == TC_KV_INT8 ? (size_t)kv_heads * (head_dim + 4) : (size_t)kv_heads * head_dim * 2;
+}
+
 static __device__ __forceinline__ float tc_bf16(uint16_t v) {
 	return __uint_as_float(((uint32_t)v) << 16);
 }

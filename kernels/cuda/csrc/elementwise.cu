@@ -177,30 +177,70 @@ extern "C" int tandem_cuda_gather(tc_ctx *c, float *d_dst, const float *d_src, i
 
 // One block per token: converts its key and value rows to half and writes
 // them into the token's slot.
-__global__ void k_store_kv(half *layer, int block_size, int row_elems, const float *k, const float *v,
-                           const int32_t *slots) {
-	int t = blockIdx.x;
-	int slot = slots[t];
-	size_t block = (size_t)(slot / block_size), off = (size_t)(slot % block_size);
-	half *blk = layer + block * 2 * (size_t)block_size * row_elems;
-	half *kd = blk + off * row_elems;
-	half *vd = blk + ((size_t)block_size + off) * row_elems;
-	for (int i = threadIdx.x; i < row_elems; i += blockDim.x) {
-		kd[i] = __float2half_rn(k[(size_t)t * row_elems + i]);
-		vd[i] = __float2half_rn(v[(size_t)t * row_elems + i]);
+__global__ void k_store_kv(uint8_t *layer, int block_size, int kv_heads, int head_dim, const float *k,
+                           const float *v, const int32_t *slots) {
+	const int t = blockIdx.x;
+	const int slot = slots[t];
+	const size_t row_elems = (size_t)kv_heads * head_dim;
+	const size_t rb = row_elems * 2;
+	uint8_t *blk = layer + (size_t)(slot / block_size) * 2 * block_size * rb;
+	half *kd = (half *)(blk + (size_t)(slot % block_size) * rb);
+	half *vd = (half *)(blk + ((size_t)block_size + slot % block_size) * rb);
+	for (size_t i = threadIdx.x; i < row_elems; i += blockDim.x) {
+		kd[i] = __float2half_rn(k[t * row_elems + i]);
+		vd[i] = __float2half_rn(v[t * row_elems + i]);
 	}
 }
 
-extern "C" int tandem_cuda_store_kv(tc_ctx *c, void *d_layer, int block_size, int kv_heads, int head_dim,
-                                    const float *d_k, const float *d_v, const int32_t *h_slots, int n) {
+// Int8 rows: one warp per (key or value, head) vector computes max|x|, the
+// scale max/127 and codes round(x * (1/scale)) exactly as the reference
+// encoder does, so stored bytes are identical.
+__global__ void k_store_kv_int8(uint8_t *layer, int block_size, int kv_heads, int head_dim, const float *k,
+                                const float *v, const int32_t *slots) {
+	const int t = blockIdx.x;
+	const int slot = slots[t];
+	const size_t rb = tc_kv_row_bytes(TC_KV_INT8, kv_heads, head_dim);
+	uint8_t *blk = layer + (size_t)(slot / block_size) * 2 * block_size * rb;
+	const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+	for (int item = warp; item < 2 * kv_heads; item += warps) {
+		const int h = item % kv_heads;
+		const bool is_v = item >= kv_heads;
+		const float *src = (is_v ? v : k) + ((size_t)t * kv_heads + h) * head_dim;
+		uint8_t *row = blk + ((is_v ? (size_t)block_size : 0) + slot % block_size) * rb;
+		float amax = 0.f;
+		for (int i = lane; i < head_dim; i += 32) amax = fmaxf(amax, fabsf(src[i]));
+		amax = tc_warp_max(amax);
+		const float scale = amax / 127.f;
+		const float inv = scale > 0.f ? 1.f / scale : 0.f;
+		int8_t *q = (int8_t *)row + (size_t)h * head_dim;
+		for (int i = lane; i < head_dim; i += 32) q[i] = (int8_t)roundf(src[i] * inv);
+		if (lane == 0) {
+			// Scales are 4-byte values at a possibly unaligned offset
+			// (head_dim need not be a multiple of 4): store bytewise.
+			uint8_t *sp = row + (size_t)kv_heads * head_dim + 4 * (size_t)h;
+			uint32_t bits = __float_as_uint(scale);
+			for (int b = 0; b < 4; b++) sp[b] = (uint8_t)(bits >> (8 * b));
+		}
+	}
+}
+
+extern "C" int tandem_cuda_store_kv(tc_ctx *c, void *d_layer, int kv_dtype, int block_size, int kv_heads,
+                                    int head_dim, const float *d_k, const float *d_v, const int32_t *h_slots,
+                                    int n) {
 	int rc = tc_enter(c);
 	if (rc != TC_OK) return rc;
 	if (n <= 0) return TC_OK;
-	if (block_size <= 0) return TC_ERR_ARG;
+	if (block_size <= 0 || kv_heads <= 0 || head_dim <= 0) return TC_ERR_ARG;
+	if (kv_dtype != TC_KV_F16 && kv_dtype != TC_KV_INT8) return TC_ERR_UNSUPPORTED;
 	void *slots;
 	rc = tc_stage(c, 0, h_slots, (size_t)n * sizeof(int32_t), &slots);
 	if (rc != TC_OK) return rc;
-	k_store_kv<<<n, 128, 0, c->stream>>>((half *)d_layer, block_size, kv_heads * head_dim, d_k, d_v,
-	                                      (const int32_t *)slots);
+	if (kv_dtype == TC_KV_INT8) {
+		k_store_kv_int8<<<n, 128, 0, c->stream>>>((uint8_t *)d_layer, block_size, kv_heads, head_dim, d_k, d_v,
+		                                           (const int32_t *)slots);
+	} else {
+		k_store_kv<<<n, 128, 0, c->stream>>>((uint8_t *)d_layer, block_size, kv_heads, head_dim, d_k, d_v,
+		                                      (const int32_t *)slots);
+	}
 	return tc_launched();
 }

@@ -26,7 +26,7 @@
 extern "C" {
 #endif
 
-#define TANDEM_CUDA_ABI_VERSION 1
+#define TANDEM_CUDA_ABI_VERSION 2
 
 #define TC_OK 0
 #define TC_ERR_ARG (-1)         /* invalid argument */
@@ -103,11 +103,16 @@ int tandem_cuda_gather(tc_ctx *c, float *d_dst, const float *d_src, int cols,
                        const int32_t *h_rows, int n);
 
 /*
- * KV cache (f16). d_layer is one layer's region; block b starts at
- * b * block_bytes and holds block_size key rows then block_size value rows of
- * kv_heads * head_dim halves each.
+ * KV cache. d_layer is one layer's region; block b starts at b * block_bytes
+ * and holds block_size key rows then block_size value rows. kv_dtype selects
+ * the row format (kernels.KVDType):
+ *   TC_KV_F16:  kv_heads * head_dim halves.
+ *   TC_KV_INT8: kv_heads int8 vectors of head_dim (round(x / scale)), then
+ *               kv_heads float32 scales (max|x| / 127).
  */
-int tandem_cuda_store_kv(tc_ctx *c, void *d_layer, int block_size,
+#define TC_KV_F16 0
+#define TC_KV_INT8 1
+int tandem_cuda_store_kv(tc_ctx *c, void *d_layer, int kv_dtype, int block_size,
                          int kv_heads, int head_dim, const float *d_k,
                          const float *d_v, const int32_t *h_slots, int n);
 
@@ -128,7 +133,7 @@ typedef struct {
 } tc_attn_task;
 
 int tandem_cuda_attention(tc_ctx *c, float *d_dst, const float *d_q,
-                          const void *d_layer, int block_size, int heads,
+                          const void *d_layer, int kv_dtype, int block_size, int heads,
                           int kv_heads, int head_dim, float scale,
                           const tc_attn_task *h_tasks, int n_tasks,
                           const int32_t *h_tables, int n_tables);
