@@ -7,7 +7,7 @@
 #include "tk.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
-#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,prefer-vector-width=256")
 #include <immintrin.h>
 
 #define SFX(n) n##_avx512

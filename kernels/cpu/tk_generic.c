@@ -54,76 +54,9 @@ static float dot_legacy(int t, int nb, const uint8_t *w, const tk_q8a *a) {
 	return acc;
 }
 
-static void scale_min_k4(int j, const uint8_t *s, int *sc, int *mn) {
-	if (j < 4) {
-		*sc = s[j] & 63;
-		*mn = s[j + 4] & 63;
-	} else {
-		*sc = (s[j + 4] & 0xf) | ((s[j - 4] >> 6) << 4);
-		*mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-	}
-}
-
-// K-quants against tk_q8k.
-static float dot_kquant(int t, int nb, const uint8_t *w, const tk_q8k *a) {
-	float acc = 0;
-	for (int b = 0; b < nb; b++, a++) {
-		if (t == TK_Q6_K) {
-			const uint8_t *ql = w, *qh = w + 128;
-			const int8_t *sc = (const int8_t *)(w + 192);
-			float d = rd16(w + 208);
-			int sumi = 0;
-			for (int half = 0; half < 2; half++) {
-				const int8_t *q8 = a->qs + 128 * half;
-				int s[8] = {0};
-				for (int l = 0; l < 32; l++) {
-					int is = l / 16;
-					int q1 = (int)((ql[l] & 0xf) | ((qh[l] >> 0) & 3) << 4) - 32;
-					int q2 = (int)((ql[l + 32] & 0xf) | ((qh[l] >> 2) & 3) << 4) - 32;
-					int q3 = (int)((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4) - 32;
-					int q4 = (int)((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4) - 32;
-					s[is] += q1 * q8[l];
-					s[is + 2] += q2 * q8[l + 32];
-					s[is + 4] += q3 * q8[l + 64];
-					s[is + 6] += q4 * q8[l + 96];
-				}
-				for (int k = 0; k < 8; k++) sumi += sc[k] * s[k];
-				ql += 64;
-				qh += 32;
-				sc += 8;
-			}
-			acc += d * a->d * (float)sumi;
-			w += 210;
-			continue;
-		}
-		float d = rd16(w), dmin = rd16(w + 2);
-		const uint8_t *sc = w + 4;
-		const uint8_t *qh = w + 16;
-		const uint8_t *qs = t == TK_Q4_K ? w + 16 : w + 48;
-		int sumi = 0, summ = 0;
-		for (int c = 0; c < 4; c++) {
-			int s0, m0, s1, m1;
-			scale_min_k4(2 * c, sc, &s0, &m0);
-			scale_min_k4(2 * c + 1, sc, &s1, &m1);
-			int lo_sum = 0, hi_sum = 0;
-			for (int l = 0; l < 32; l++) {
-				int lo = qs[32 * c + l] & 0xf, hi = qs[32 * c + l] >> 4;
-				if (t == TK_Q5_K) {
-					lo += (qh[l] & (1 << (2 * c))) ? 16 : 0;
-					hi += (qh[l] & (2 << (2 * c))) ? 16 : 0;
-				}
-				lo_sum += lo * a->qs[64 * c + l];
-				hi_sum += hi * a->qs[64 * c + 32 + l];
-			}
-			sumi += s0 * lo_sum + s1 * hi_sum;
-			summ += m0 * (a->bsums[4 * c] + a->bsums[4 * c + 1]) +
-			        m1 * (a->bsums[4 * c + 2] + a->bsums[4 * c + 3]);
-		}
-		acc += a->d * (d * (float)sumi - dmin * (float)summ);
-		w += t == TK_Q4_K ? 144 : 176;
-	}
-	return acc;
-}
+#define SFX(n) n##_generic
+#include "tk_kquant.h"
+#undef SFX
 
 static float dot_float(int t, int n, const uint8_t *w, const float *x) {
 	float acc = 0;
@@ -159,9 +92,6 @@ TILE(tile_q4_1, dot_legacy(TK_Q4_1, nb, wi, (const tk_q8a *)aj))
 TILE(tile_q5_0, dot_legacy(TK_Q5_0, nb, wi, (const tk_q8a *)aj))
 TILE(tile_q5_1, dot_legacy(TK_Q5_1, nb, wi, (const tk_q8a *)aj))
 TILE(tile_q8_0, dot_legacy(TK_Q8_0, nb, wi, (const tk_q8a *)aj))
-TILE(tile_q4_k, dot_kquant(TK_Q4_K, nb, wi, (const tk_q8k *)aj))
-TILE(tile_q5_k, dot_kquant(TK_Q5_K, nb, wi, (const tk_q8k *)aj))
-TILE(tile_q6_k, dot_kquant(TK_Q6_K, nb, wi, (const tk_q8k *)aj))
 TILE(tile_f32, dot_float(TK_F32, nb, wi, (const float *)aj))
 TILE(tile_f16, dot_float(TK_F16, nb, wi, (const float *)aj))
 TILE(tile_bf16, dot_float(TK_BF16, nb, wi, (const float *)aj))
@@ -215,9 +145,7 @@ void tk_kernels_generic(tk_kernels *k) {
 	k->tile[TK_Q5_0] = tile_q5_0;
 	k->tile[TK_Q5_1] = tile_q5_1;
 	k->tile[TK_Q8_0] = tile_q8_0;
-	k->tile[TK_Q4_K] = tile_q4_k;
-	k->tile[TK_Q5_K] = tile_q5_k;
-	k->tile[TK_Q6_K] = tile_q6_k;
+	fill_kquant_generic(k);
 	k->tile[TK_F32] = tile_f32;
 	k->tile[TK_F16] = tile_f16;
 	k->tile[TK_BF16] = tile_bf16;

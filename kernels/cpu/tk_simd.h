@@ -341,7 +341,10 @@ static void SFX(silu_mul)(float *dst, const float *g, const float *u, int n) {
 	for (; i < n; i++) dst[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
+#include "tk_kquant.h"
+
 static void SFX(fill)(tk_kernels *k) {
+	SFX(fill_kquant)(k);
 	k->mr = TK_MR;
 	k->nr = TK_NR;
 	k->tile[TK_Q4_0] = SFX(tile_q4_0);
