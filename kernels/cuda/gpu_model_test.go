@@ -35,12 +35,12 @@ func gpu(t testing.TB) *cuda.Backend {
 
 // greedy runs prompt then steps greedy decode steps on m, one sequence, and
 // returns every step's logits and the chosen tokens.
-func greedy(t *testing.T, m *llama.Model, prompt []int32, steps int) ([][]float32, []int32) {
+func greedy(t *testing.T, m *llama.Model, dtype kernels.KVDType, prompt []int32, steps int) ([][]float32, []int32) {
 	t.Helper()
 	cfg := m.Config()
 	total := len(prompt) + steps
 	blocks := (total + blockSize - 1) / blockSize
-	cache, err := m.Backend().NewKVCache(cfg.KVSpec(blocks, blockSize, kernels.KVF16))
+	cache, err := m.Backend().NewKVCache(cfg.KVSpec(blocks, blockSize, dtype))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,10 +91,13 @@ func TestGPUModelMatchesRef(t *testing.T) {
 	g := gpu(t)
 	prompt := []int32{5, 17, 3, 88, 42, 42, 9, 60, 1, 33, 71, 2, 8}
 	for _, tc := range []struct {
-		typ  quant.Type
-		tied bool
-	}{{quant.Q4_1, true}, {quant.Q4_0, false}, {quant.Q8_0, true}, {quant.F16, false}, {quant.BF16, true}, {quant.F32, false}} {
-		t.Run(tc.typ.String(), func(t *testing.T) {
+		typ   quant.Type
+		tied  bool
+		dtype kernels.KVDType
+	}{{quant.Q4_1, true, kernels.KVF16}, {quant.Q4_0, false, kernels.KVF16}, {quant.Q8_0, true, kernels.KVF16},
+		{quant.F16, false, kernels.KVF16}, {quant.BF16, true, kernels.KVF16}, {quant.F32, false, kernels.KVF16},
+		{quant.Q4_1, true, kernels.KVInt8}} {
+		t.Run(tc.typ.String()+"/kv-"+tc.dtype.String(), func(t *testing.T) {
 			cfg := llamatest.TinyConfig()
 			src, err := llamatest.Random(cfg, tc.typ, 11, tc.tied)
 			if err != nil {
@@ -109,8 +112,8 @@ func TestGPUModelMatchesRef(t *testing.T) {
 				t.Fatal(err)
 			}
 			const steps = 8
-			lg, tg := greedy(t, mg, prompt, steps)
-			lr, tr := greedy(t, mr, prompt, steps)
+			lg, tg := greedy(t, mg, tc.dtype, prompt, steps)
+			lr, tr := greedy(t, mr, tc.dtype, prompt, steps)
 			for s := range lr {
 				var scale, worst float64
 				for i := range lr[s] {
