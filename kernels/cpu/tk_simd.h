@@ -57,12 +57,13 @@ static inline __attribute__((always_inline)) void SFX(legacy_body)(
     const int T, int nb, const uint8_t *w, size_t ws, const int MR, const uint8_t *a,
     size_t as, const int NR, float *out, size_t ldo) {
 	__m256 acc[TK_MR][TK_NR];
-	float summ[TK_MR][TK_NR];
+	// summ[i] lane j accumulates weight row i's offset term against
+	// activation row j with one FMA per block; a lane's value is the same
+	// whatever NR is (IEEE FMA is exactly rounded per lane).
+	__m128 summ[TK_MR];
 	for (int i = 0; i < MR; i++) {
-		for (int j = 0; j < NR; j++) {
-			acc[i][j] = _mm256_setzero_ps();
-			summ[i][j] = 0;
-		}
+		for (int j = 0; j < NR; j++) acc[i][j] = _mm256_setzero_ps();
+		summ[i] = _mm_setzero_ps();
 	}
 	const size_t bb = T == TK_Q4_0 ? 18 : T == TK_Q4_1 ? 20 : T == TK_Q5_0 ? 22 : T == TK_Q5_1 ? 24 : 34;
 	const __m256i bit4 = _mm256_set1_epi8(0x10);
@@ -96,6 +97,12 @@ static inline __attribute__((always_inline)) void SFX(legacy_body)(
 				mw[i] = 0;
 			}
 		}
+		if (T != TK_Q8_0) {
+			float sa[4] = {0, 0, 0, 0};
+			for (int j = 0; j < NR; j++) sa[j] = ((const tk_q8a *)(a + (size_t)j * as) + b)->s;
+			__m128 sv = _mm_loadu_ps(sa);
+			for (int i = 0; i < MR; i++) summ[i] = _mm_fmadd_ps(_mm_set1_ps(mw[i]), sv, summ[i]);
+		}
 		for (int j = 0; j < NR; j++) {
 			const tk_q8a *ab = (const tk_q8a *)(a + (size_t)j * as) + b;
 			__m256i aq = _mm256_loadu_si256((const __m256i *)ab->qs);
@@ -108,16 +115,13 @@ static inline __attribute__((always_inline)) void SFX(legacy_body)(
 					l = SFX(dpb)(wq[i], aq);
 				}
 				acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(l), _mm256_mul_ps(dw[i], da), acc[i][j]);
-				if (T != TK_Q8_0) {
-					summ[i][j] += mw[i] * ab->s;
-				}
 			}
 		}
 	}
-	for (int j = 0; j < NR; j++) {
-		for (int i = 0; i < MR; i++) {
-			out[(size_t)j * ldo + i] = SFX(hsum)(acc[i][j]) + summ[i][j];
-		}
+	for (int i = 0; i < MR; i++) {
+		float sm[4];
+		_mm_storeu_ps(sm, summ[i]);
+		for (int j = 0; j < NR; j++) out[(size_t)j * ldo + i] = SFX(hsum)(acc[i][j]) + sm[j];
 	}
 }
 
