@@ -60,6 +60,14 @@ func (c *Cluster) AddWorker(t testing.TB, id, role string, load *pb.Load) *Worke
 	}
 	rctx, rcancel := context.WithCancel(context.Background())
 	w := &Worker{ID: id, Role: role, agent: agent, client: cl, load: load, cancel: rcancel, done: make(chan struct{})}
+	// The first report is synchronous so that tests start from a known load.
+	st, err := cl.ReportLoad(ctx, w.sample())
+	if err != nil {
+		rcancel()
+		agent.Kill()
+		t.Fatalf("worker %s first load report: %v", id, err)
+	}
+	w.setState(st)
 	go func() {
 		defer close(w.done)
 		_ = cl.RunLoadReporter(rctx, 20*time.Millisecond, w.sample, w.setState)
