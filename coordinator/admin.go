@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -194,6 +195,7 @@ func (s *Server) Status(ctx context.Context) (*pb.StatusResponse, error) {
 			Voter: srv.Suffrage == raft.Voter, Leader: srv.ID == leaderID, Health: health,
 		})
 	}
+	sort.Slice(out.Servers, func(i, j int) bool { return out.Servers[i].GetId() < out.Servers[j].GetId() })
 	return out, ctx.Err()
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
@@ -68,3 +69,5 @@ func TestParse(t *testing.T) {
 		})
 	}
 }
+
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
