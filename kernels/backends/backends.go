@@ -10,6 +10,7 @@ import (
 
 	"github.com/tandemserve/tandem/kernels"
 	"github.com/tandemserve/tandem/kernels/cpu"
+	"github.com/tandemserve/tandem/kernels/cuda"
 	"github.com/tandemserve/tandem/kernels/ref"
 )
 
@@ -27,7 +28,7 @@ type Options struct {
 }
 
 // Names lists the backends Open accepts.
-func Names() []string { return []string{"cpu", "ref"} }
+func Names() []string { return []string{"cpu", "ref", "cuda"} }
 
 // Open returns the named backend.
 func Open(name string, opts Options) (kernels.Backend, error) {
@@ -41,6 +42,14 @@ func Open(name string, opts Options) (kernels.Backend, error) {
 		return cpu.New(cfg, opts.Logger)
 	case "ref":
 		return ref.New(), nil
+	case "cuda":
+		// Without libtandem_cuda.so or a GPU this fails with cuda.ErrNoCUDA
+		// ("libtandem_cuda.so not found (run make kernels)" / "no CUDA device").
+		log := opts.Logger
+		if log == nil {
+			log = slog.New(slog.DiscardHandler)
+		}
+		return cuda.New(cuda.Config{Device: opts.Device, Logger: log})
 	}
 	return nil, fmt.Errorf("%w %q (choose one of %v)", ErrUnknown, name, Names())
 }
