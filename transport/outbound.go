@@ -43,9 +43,11 @@ type Ack struct {
 }
 
 // Stream is one transfer's ordered channel, owned by one goroutine. Frames
-// are numbered by the stream in the order sent. Send methods must not keep
-// segs after they return. A receiver-side failure surfaces as a typed error
-// from the next Send or Recv.
+// are numbered by the stream in the order sent. The segs of SendChunk stay
+// valid and unchanged until the stream is closed (they alias pinned source
+// memory or a buffer made for that chunk), so a backend may hand them to an
+// asynchronous writer instead of copying. A receiver-side failure surfaces
+// as a typed error from the next Send or Recv.
 type Stream interface {
 	SendChunk(ctx context.Context, layer int, offset uint64, segs [][]byte, crc uint32) error
 	SendLayerEnd(ctx context.Context, layer int) error
@@ -85,11 +87,10 @@ type Outbound struct {
 	sent  []bool
 	nSent int
 
-	once   sync.Once
-	err    error
-	ended  bool
-	gather []byte
-	block  []byte
+	once  sync.Once
+	err   error
+	ended bool
+	block []byte
 }
 
 // Push opens a transfer's stream on conn. On error the plan's Release has
@@ -232,12 +233,13 @@ func (o *Outbound) finish(err error) {
 
 // segments returns payload bytes [off, off+n) of layer. With host memory
 // they alias the region, merging neighbouring source blocks, so sending
-// copies nothing here; device memory is read into a gather buffer.
+// copies nothing here; device memory is read into a fresh gather buffer.
 func (o *Outbound) segments(layer, off, n int) ([][]byte, error) {
 	region, host := o.src.Region(layer)
 	var segs [][]byte
-	if !host && cap(o.gather) < n {
-		o.gather = make([]byte, n)
+	var gather []byte
+	if !host {
+		gather = make([]byte, n) // per chunk: a backend may still be reading the last one
 	}
 	lastEnd := -1
 	for pos := off; pos < off+n; {
@@ -260,12 +262,12 @@ func (o *Outbound) segments(layer, off, n int) ([][]byte, error) {
 			if err := o.src.ReadBlock(layer, src, o.block); err != nil {
 				return nil, fmt.Errorf("transport: reading block %d of layer %d: %w", src, layer, err)
 			}
-			copy(o.gather[pos-off:], o.block[within:within+m])
+			copy(gather[pos-off:], o.block[within:within+m])
 		}
 		pos += m
 	}
 	if !host {
-		segs = [][]byte{o.gather[:n]}
+		segs = [][]byte{gather}
 	}
 	return segs, nil
 }

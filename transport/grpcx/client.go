@@ -108,7 +108,7 @@ func (c *Conn) OpenStream(ctx context.Context, g transport.Grant, dst []int32) (
 	// The stream lives until Close, not until ctx ends: each call below
 	// binds its own ctx to the stream while it runs.
 	sctx, cancel := context.WithCancel(context.Background())
-	ps, err := c.client.Push(sctx)
+	ps, err := c.client.Push(sctx, grpc.ForceCodecV2(newCodec()))
 	if err != nil {
 		cancel()
 		return nil, fromStatus(ctx, err)
@@ -131,9 +131,7 @@ type stream struct {
 	ctx    context.Context // ends only when this side cancels
 	cancel context.CancelFunc
 	seq    uint64
-	buf    []byte
-	frame  transportv1.Frame
-	chunk  transportv1.Chunk
+	out    outChunk
 
 	acks  chan transport.Ack
 	ended chan struct{} // closed when recvLoop ends; err is then set
@@ -179,18 +177,26 @@ func (s *stream) recvLoop() {
 	}
 }
 
-// send numbers and writes one frame, bounded by ctx. When the receiver has
-// already ended the stream, SendMsg reports io.EOF and the real reason comes
-// from recvLoop.
-func (s *stream) send(ctx context.Context, f *transportv1.Frame) error {
+// send numbers and writes one frame, bounded by ctx.
+func (s *stream) send(ctx context.Context, f *transportv1.Frame) error { return s.sendMsg(ctx, f) }
+
+// sendMsg numbers and writes a Frame or an outChunk. When the receiver has
+// already ended the stream, SendMsg reports io.EOF and the real reason
+// comes from recvLoop.
+func (s *stream) sendMsg(ctx context.Context, m any) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	stop := context.AfterFunc(ctx, s.cancel)
 	defer stop()
 	s.seq++
-	f.Seq = s.seq
-	err := s.ps.SendMsg(f)
+	switch f := m.(type) {
+	case *transportv1.Frame:
+		f.Seq = s.seq
+	case *outChunk:
+		f.seq = s.seq
+	}
+	err := s.ps.SendMsg(m)
 	if err == nil {
 		return nil
 	}
@@ -206,18 +212,10 @@ func (s *stream) send(ctx context.Context, f *transportv1.Frame) error {
 }
 
 func (s *stream) SendChunk(ctx context.Context, layer int, offset uint64, segs [][]byte, crc uint32) error {
-	data := segs[0]
-	if len(segs) > 1 {
-		s.buf = s.buf[:0]
-		for _, seg := range segs {
-			s.buf = append(s.buf, seg...)
-		}
-		data = s.buf
-	}
-	// Reused messages: SendMsg has serialised the frame when it returns.
-	s.chunk = transportv1.Chunk{Layer: uint32(layer), Offset: offset, Data: data, Crc32C: crc}
-	s.frame = transportv1.Frame{Kind: &transportv1.Frame_Chunk{Chunk: &s.chunk}}
-	return s.send(ctx, &s.frame)
+	// The codec puts segs on the wire without copying; the sender's
+	// memory stays pinned until the transfer's Release, after the stream.
+	s.out.layer, s.out.offset, s.out.segs, s.out.crc = uint32(layer), offset, segs, crc
+	return s.sendMsg(ctx, &s.out)
 }
 
 func (s *stream) SendLayerEnd(ctx context.Context, layer int) error {

@@ -41,6 +41,7 @@ func NewServer(cfg Config, recv *transport.Receiver) (*Server, error) {
 		grpc.InitialConnWindowSize(cfg.ConnWindow),
 		grpc.ReadBufferSize(256 << 10),
 		grpc.WriteBufferSize(64 << 10),
+		grpc.ForceServerCodecV2(newCodec()),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.Keepalive, Timeout: cfg.Keepalive}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: cfg.Keepalive / 2, PermitWithoutStream: true}),
 	}
@@ -156,36 +157,40 @@ func (s *Server) Push(stream transportv1.KVTransport_PushServer) error {
 
 // pump applies frames until the commit.
 func (s *Server) pump(stream transportv1.KVTransport_PushServer, in *transport.Inbound) error {
-	f := new(transportv1.Frame)
+	f := new(inFrame)
 	for {
-		f.Reset()
 		if err := stream.RecvMsg(f); err != nil {
 			if errors.Is(err, io.EOF) {
 				return fmt.Errorf("%w: sender closed the stream before commit", transport.ErrPeerLost)
 			}
+			if errors.Is(err, transport.ErrProtocol) {
+				return err
+			}
 			return fmt.Errorf("%w: %w", transport.ErrPeerLost, err)
 		}
-		var ack *transportv1.Ack
-		switch k := f.GetKind().(type) {
-		case *transportv1.Frame_Chunk:
-			layer, err := wire.Layer(k.Chunk.GetLayer())
+		if f.chunk {
+			layer, err := wire.Layer(f.layer)
 			if err != nil {
 				return err
 			}
-			if err := in.Chunk(f.GetSeq(), layer, k.Chunk.GetOffset(), k.Chunk.GetData(), k.Chunk.GetCrc32C()); err != nil {
+			if err := in.Chunk(f.seq, layer, f.offset, f.data, f.crc); err != nil {
 				return err
 			}
+			continue
+		}
+		var ack *transportv1.Ack
+		switch k := f.msg.GetKind().(type) {
 		case *transportv1.Frame_LayerEnd:
 			layer, err := wire.Layer(k.LayerEnd.GetLayer())
 			if err != nil {
 				return err
 			}
-			if err := in.LayerEnd(f.GetSeq(), layer); err != nil {
+			if err := in.LayerEnd(f.seq, layer); err != nil {
 				return err
 			}
 			ack = &transportv1.Ack{Kind: &transportv1.Ack_LayerDone{LayerDone: &transportv1.LayerDone{Layer: k.LayerEnd.GetLayer()}}}
 		case *transportv1.Frame_Commit:
-			blocks, err := in.Commit(f.GetSeq())
+			blocks, err := in.Commit(f.seq)
 			if err != nil {
 				return err
 			}
@@ -197,10 +202,8 @@ func (s *Server) pump(stream transportv1.KVTransport_PushServer, in *transport.I
 		default:
 			return fmt.Errorf("%w: unexpected frame %T", transport.ErrProtocol, k)
 		}
-		if ack != nil {
-			if err := stream.Send(ack); err != nil {
-				return fmt.Errorf("%w: %w", transport.ErrPeerLost, err)
-			}
+		if err := stream.Send(ack); err != nil {
+			return fmt.Errorf("%w: %w", transport.ErrPeerLost, err)
 		}
 	}
 }
