@@ -28,6 +28,7 @@ import (
 	"github.com/tandemserve/tandem/prefill"
 	tandemv1 "github.com/tandemserve/tandem/proto/tandem/v1"
 	"github.com/tandemserve/tandem/transport"
+	kvdialer "github.com/tandemserve/tandem/transport/dialer"
 	"github.com/tandemserve/tandem/transport/inproc"
 	"github.com/tandemserve/tandem/worker"
 )
@@ -123,12 +124,12 @@ type dialer struct {
 	conns []*inproc.Conn
 }
 
-func (d *dialer) Dial(_ context.Context, addr string) (transport.Conn, error) {
+func (d *dialer) Dial(_ context.Context, peer kvdialer.Peer) (transport.Conn, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	r, ok := d.recvs[addr]
+	r, ok := d.recvs[peer.NodeID]
 	if !ok {
-		return nil, fmt.Errorf("no receiver at %s", addr)
+		return nil, fmt.Errorf("no receiver at %s", peer.NodeID)
 	}
 	c, err := inproc.Dial(d.local, r, nil)
 	if err != nil {
@@ -137,6 +138,8 @@ func (d *dialer) Dial(_ context.Context, addr string) (transport.Conn, error) {
 	d.conns = append(d.conns, c)
 	return c, nil
 }
+
+func (d *dialer) Drop(string) {}
 
 func (d *dialer) close() {
 	d.mu.Lock()

@@ -58,6 +58,7 @@ type Disaggregated struct {
 
 	mu       sync.Mutex
 	inFlight map[string]int
+	kv       map[string]*tandemv1.LoadResponse // decode worker -> its KV endpoint
 }
 
 var _ Router = (*Disaggregated)(nil)
@@ -76,7 +77,7 @@ func NewDisaggregated[P, D RemoteWorker](cfg DisaggConfig, prefill []P, decode [
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	d := &Disaggregated{cfg: cfg, secret: secret, log: log, inFlight: map[string]int{}}
+	d := &Disaggregated{cfg: cfg, secret: secret, log: log, inFlight: map[string]int{}, kv: map[string]*tandemv1.LoadResponse{}}
 	for _, p := range prefill {
 		d.prefill = append(d.prefill, p)
 	}
@@ -168,6 +169,10 @@ func (d *Disaggregated) split(ctx context.Context, job *Job, attempt int, dec Re
 	if err != nil {
 		return "", err
 	}
+	kv, err := d.kvEndpoint(ctx, dec)
+	if err != nil {
+		return "", err
+	}
 	run := runRequest(job, job.Tokens, 0)
 	attach, err := dec.RPC().Attach(ctx)
 	if err != nil {
@@ -179,6 +184,7 @@ func (d *Disaggregated) split(ctx context.Context, job *Job, attempt int, dec Re
 	resp, err := pre.RPC().Prefill(ctx, &tandemv1.PrefillRequest{
 		Run: run, DecodeAddr: dec.Addr(), TransferId: grant.TransferID, Epoch: grant.Epoch,
 		ExpiryUnixNano: grant.Expiry.UnixNano(), Token: grant.Token,
+		DecodeKvAddr: kv.GetKvAddr(), DecodeKvSocket: kv.GetKvSocket(), DecodeHostId: kv.GetHostId(),
 	})
 	if err != nil {
 		return "", fmt.Errorf("gateway: prefill on %s: %w", pre.Addr(), err)
@@ -194,6 +200,24 @@ func (d *Disaggregated) split(ctx context.Context, job *Job, attempt int, dec Re
 		return "", attachErr(attach, err)
 	}
 	return worker.Consume(attach, emit)
+}
+
+// kvEndpoint returns where dec's KV receiver listens, asking it once.
+func (d *Disaggregated) kvEndpoint(ctx context.Context, dec RemoteWorker) (*tandemv1.LoadResponse, error) {
+	d.mu.Lock()
+	kv, ok := d.kv[dec.Addr()]
+	d.mu.Unlock()
+	if ok {
+		return kv, nil
+	}
+	kv, err := dec.Load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	d.kv[dec.Addr()] = kv
+	d.mu.Unlock()
+	return kv, nil
 }
 
 // Ready succeeds when a worker of each pool answers.

@@ -26,6 +26,7 @@ import (
 	"github.com/tandemserve/tandem/metrics"
 	tandemv1 "github.com/tandemserve/tandem/proto/tandem/v1"
 	"github.com/tandemserve/tandem/transport"
+	"github.com/tandemserve/tandem/transport/dialer"
 	"github.com/tandemserve/tandem/worker"
 )
 
@@ -46,9 +47,11 @@ type Engine interface {
 var _ Engine = (*engine.Engine)(nil)
 
 // Dialer connects to a decode worker's KV receiver. Implementations cache
-// connections; the returned Conn is shared and not closed by the caller.
+// connections per node; the returned Conn is shared and not closed by the
+// caller, who calls Drop after a failed transfer so the next one redials.
 type Dialer interface {
-	Dial(ctx context.Context, addr string) (transport.Conn, error)
+	Dial(ctx context.Context, peer dialer.Peer) (transport.Conn, error)
+	Drop(nodeID string)
 }
 
 // Server is the prefill worker's Worker service: Prefill, Run and Load.
@@ -116,9 +119,11 @@ func (s *Server) Prefill(ctx context.Context, req *tandemv1.PrefillRequest) (*ta
 		return nil, worker.ToStatus(fmt.Errorf("prefill: request %s kept no KV", run.GetRequestId()))
 	}
 	grant := transport.Grant{TransferID: req.GetTransferId(), Epoch: req.GetEpoch(), Expiry: time.Unix(0, req.GetExpiryUnixNano()), Token: req.GetToken()}
-	n, err := s.push(ctx, req.GetDecodeAddr(), grant, blocks, computed)
+	peer := dialer.Peer{NodeID: req.GetDecodeAddr(), HostID: req.GetDecodeHostId(), GRPCAddr: req.GetDecodeKvAddr(), ShmSocket: req.GetDecodeKvSocket()}
+	n, err := s.push(ctx, peer, grant, blocks, computed)
 	if err != nil {
 		s.metrics.Failures.Inc()
+		s.dial.Drop(peer.NodeID)
 		return nil, worker.ToStatus(err)
 	}
 	return &tandemv1.PrefillResponse{FirstToken: &first, Computed: int32(computed), KvBytes: n}, nil
@@ -133,7 +138,8 @@ func (s *Server) release(h *engine.Handle) {
 
 // push moves the blocks holding computed tokens to the decode worker. It owns
 // blocks and frees them exactly once, when the transfer ends either way.
-func (s *Server) push(ctx context.Context, addr string, g transport.Grant, blocks []int32, computed int) (int64, error) {
+func (s *Server) push(ctx context.Context, peer dialer.Peer, g transport.Grant, blocks []int32, computed int) (int64, error) {
+	addr := peer.NodeID
 	start := time.Now()
 	spec := s.eng.Cache().Spec()
 	need := (computed + spec.BlockSize - 1) / spec.BlockSize
@@ -141,7 +147,7 @@ func (s *Server) push(ctx context.Context, addr string, g transport.Grant, block
 		s.eng.Free(blocks)
 		return 0, fmt.Errorf("%w: %d tokens need %d blocks, kept %d", ErrTransfer, computed, need, len(blocks))
 	}
-	conn, err := s.dial.Dial(ctx, addr)
+	conn, err := s.dial.Dial(ctx, peer)
 	if err != nil {
 		s.eng.Free(blocks)
 		return 0, fmt.Errorf("%w: dial %s: %w", ErrTransfer, addr, err)

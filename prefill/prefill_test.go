@@ -23,6 +23,7 @@ import (
 	"github.com/tandemserve/tandem/prefill"
 	tandemv1 "github.com/tandemserve/tandem/proto/tandem/v1"
 	"github.com/tandemserve/tandem/transport"
+	"github.com/tandemserve/tandem/transport/dialer"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -31,7 +32,9 @@ var errNoRoute = errors.New("no route")
 
 type noRoute struct{}
 
-func (noRoute) Dial(context.Context, string) (transport.Conn, error) { return nil, errNoRoute }
+func (noRoute) Dial(context.Context, dialer.Peer) (transport.Conn, error) { return nil, errNoRoute }
+
+func (noRoute) Drop(string) {}
 
 func startEngine(t *testing.T) *engine.Engine {
 	t.Helper()

@@ -32,7 +32,20 @@ type Server struct {
 	model string
 	role  string
 	log   *slog.Logger
+	kv    KVEndpoint
 }
+
+// KVEndpoint is where a decode worker's KV receiver can be reached; load
+// reports publish it so prefill workers can push to it.
+type KVEndpoint struct {
+	Addr   string // KVTransport gRPC address
+	Socket string // shared-memory socket path (same host only)
+	HostID string // transport.LocalHostID of this machine
+}
+
+// SetKVEndpoint records the KV receiver's endpoint for load reports. Call
+// it before serving.
+func (s *Server) SetKVEndpoint(kv KVEndpoint) { s.kv = kv }
 
 var _ tandemv1.WorkerServer = (*Server)(nil)
 
@@ -96,6 +109,7 @@ func (s *Server) Load(context.Context, *tandemv1.LoadRequest) (*tandemv1.LoadRes
 		Running: int32(l.Running), Waiting: int32(l.Waiting),
 		TotalBlocks: int32(l.TotalBlocks), FreeBlocks: int32(l.FreeBlocks),
 		Role: s.role, Model: s.model,
+		KvAddr: s.kv.Addr, KvSocket: s.kv.Socket, HostId: s.kv.HostID,
 	}, nil
 }
 

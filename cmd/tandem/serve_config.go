@@ -20,6 +20,10 @@ import (
 	"github.com/tandemserve/tandem/kernels"
 	"github.com/tandemserve/tandem/kernels/backends"
 	"github.com/tandemserve/tandem/model"
+	"github.com/tandemserve/tandem/transport"
+	"github.com/tandemserve/tandem/transport/dialer"
+	"github.com/tandemserve/tandem/transport/grpcx"
+	"github.com/tandemserve/tandem/transport/shm"
 	"github.com/tandemserve/tandem/worker"
 )
 
@@ -33,15 +37,24 @@ type serveConfig struct {
 	LogLevel string `yaml:"log_level"`
 
 	// Workers.
-	Listen         string `yaml:"listen"`           // gRPC Worker service
-	MetricsListen  string `yaml:"metrics_listen"`   // /metrics of a worker
-	KVListen       string `yaml:"kv_listen"`        // decode: KV transport
+	Listen         string `yaml:"listen"`         // gRPC Worker service
+	MetricsListen  string `yaml:"metrics_listen"` // /metrics of a worker
+	KVListen       string `yaml:"kv_listen"`      // decode: KVTransport gRPC listen address
+	KVSocket       string `yaml:"kv_socket"`      // decode: shared-memory transport socket path
+	KVCert         string `yaml:"kv_tls_cert"`    // mutual-TLS identity of the KV transport
+	KVKey          string `yaml:"kv_tls_key"`
+	KVCA           string `yaml:"kv_tls_ca"`
+	KVInsecure     bool   `yaml:"kv_insecure"`      // plaintext KV transport (loopback development only)
 	Blocks         int    `yaml:"blocks"`           // KV cache blocks
 	BlockSize      int    `yaml:"block_size"`       // tokens per block
 	ChunkSize      int    `yaml:"chunk_size"`       // prompt tokens per sequence per step
 	MaxBatchTokens int    `yaml:"max_batch_tokens"` // token rows per step
 	MaxSeqs        int    `yaml:"max_seqs"`         // sequences per step
-	ClusterSecret  string `yaml:"cluster_secret"`   // signs KV transfer grants
+	// ClusterSecretFile holds the secret that signs KV transfer grants;
+	// TANDEM_CLUSTER_SECRET is read when it is empty. Secrets never come
+	// from flags, which show in ps.
+	ClusterSecretFile string `yaml:"cluster_secret_file"`
+	clusterSecret     []byte
 
 	// Gateway.
 	HTTPListen        string   `yaml:"http_listen"`
@@ -100,7 +113,39 @@ func (c *serveConfig) registerWorker(fs *flag.FlagSet) {
 	fs.IntVar(&c.ChunkSize, "chunk-size", c.ChunkSize, "prompt tokens of one sequence per step (chunked prefill)")
 	fs.IntVar(&c.MaxBatchTokens, "max-batch-tokens", c.MaxBatchTokens, "token rows per engine step")
 	fs.IntVar(&c.MaxSeqs, "max-seqs", c.MaxSeqs, "sequences per engine step")
-	fs.StringVar(&c.ClusterSecret, "cluster-secret", c.ClusterSecret, "shared secret that signs KV transfer grants (at least 32 bytes; env TANDEM_CLUSTER_SECRET)")
+	fs.StringVar(&c.KVListen, "kv-listen", c.KVListen, "decode: KVTransport gRPC listen address (empty = none)")
+	fs.StringVar(&c.KVSocket, "kv-socket", c.KVSocket, "decode: shared-memory KV transport socket path (empty = none)")
+	fs.StringVar(&c.ClusterSecretFile, "cluster-secret-file", c.ClusterSecretFile, "file holding the secret that signs KV transfer grants (else env TANDEM_CLUSTER_SECRET)")
+	fs.StringVar(&c.KVCert, "kv-tls-cert", c.KVCert, "KV transport mutual-TLS certificate (PEM)")
+	fs.StringVar(&c.KVKey, "kv-tls-key", c.KVKey, "KV transport mutual-TLS key (PEM)")
+	fs.StringVar(&c.KVCA, "kv-tls-ca", c.KVCA, "KV transport cluster CA (PEM)")
+	fs.BoolVar(&c.KVInsecure, "kv-insecure", c.KVInsecure, "plaintext KV transport: loopback development only")
+}
+
+// kvGRPCConfig is the KV transport's gRPC backend configuration.
+func (c *serveConfig) kvGRPCConfig(log *slog.Logger) (grpcx.Config, error) {
+	gc := grpcx.DefaultConfig()
+	gc.Logger = log
+	gc.Insecure = c.KVInsecure
+	gc.TLS = transport.TLSConfig{CertFile: c.KVCert, KeyFile: c.KVKey, CAFile: c.KVCA}
+	if !c.KVInsecure {
+		if err := gc.TLS.Validate(); err != nil {
+			return gc, fmt.Errorf("KV transport needs --kv-tls-cert, --kv-tls-key and --kv-tls-ca (or --kv-insecure on loopback): %w", err)
+		}
+	}
+	return gc, gc.Validate()
+}
+
+// kvDialConfig is a prefill worker's dialer configuration; Local is filled
+// once the engine exists.
+func (c *serveConfig) kvDialConfig(log *slog.Logger) (dialer.Config, error) {
+	gc, err := c.kvGRPCConfig(log)
+	if err != nil {
+		return dialer.Config{}, err
+	}
+	sc := shm.DefaultConfig()
+	sc.Logger = log
+	return dialer.Config{GRPC: gc, SHM: sc, Logger: log}, nil
 }
 
 // parseServe parses args into c, applying a --config file under the flags.
@@ -167,12 +212,24 @@ func (c *serveConfig) engineConfig() (worker.EngineConfig, error) {
 	return ec, ec.Validate()
 }
 
-func (c *serveConfig) secret() []byte {
-	if c.ClusterSecret != "" {
-		return []byte(c.ClusterSecret)
+// loadSecret reads the cluster secret from its file or the environment.
+func (c *serveConfig) loadSecret() error {
+	if c.ClusterSecretFile != "" {
+		b, err := os.ReadFile(c.ClusterSecretFile)
+		if err != nil {
+			return fmt.Errorf("cluster secret: %w", err)
+		}
+		c.clusterSecret = []byte(strings.TrimSpace(string(b)))
+	} else if c.clusterSecret == nil {
+		c.clusterSecret = []byte(os.Getenv("TANDEM_CLUSTER_SECRET"))
 	}
-	return []byte(os.Getenv("TANDEM_CLUSTER_SECRET"))
+	if len(c.clusterSecret) < transport.MinSecretLen {
+		return fmt.Errorf("cluster secret (--cluster-secret-file or TANDEM_CLUSTER_SECRET) must be at least %d bytes", transport.MinSecretLen)
+	}
+	return nil
 }
+
+func (c *serveConfig) secret() []byte { return c.clusterSecret }
 
 // openModel loads the model onto a fresh backend.
 func (c *serveConfig) openModel() (*model.Model, func(), error) {

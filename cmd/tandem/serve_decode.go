@@ -20,6 +20,8 @@ import (
 	"github.com/tandemserve/tandem/model"
 	tandemv1 "github.com/tandemserve/tandem/proto/tandem/v1"
 	"github.com/tandemserve/tandem/transport"
+	"github.com/tandemserve/tandem/transport/grpcx"
+	"github.com/tandemserve/tandem/transport/shm"
 	"github.com/tandemserve/tandem/worker"
 )
 
@@ -104,8 +106,9 @@ func startWorker(ctx context.Context, g *errgroup.Group, cfg serveConfig, role s
 	return n, nil
 }
 
-// newDecodeService builds a decode worker's service and its KV receiver.
-func newDecodeService(cfg serveConfig, log *slog.Logger) func(n *workerNode) (tandemv1.WorkerServer, error) {
+// newDecodeService builds a decode worker's service and its KV receiver,
+// served on the configured KV transports until ctx ends.
+func newDecodeService(ctx context.Context, g *errgroup.Group, cfg serveConfig, log *slog.Logger) func(n *workerNode) (tandemv1.WorkerServer, error) {
 	return func(n *workerNode) (tandemv1.WorkerServer, error) {
 		rc := transport.DefaultReceiverConfig(n.descriptor())
 		rc.Secret = cfg.secret()
@@ -117,7 +120,46 @@ func newDecodeService(cfg serveConfig, log *slog.Logger) func(n *workerNode) (ta
 		n.recv = recv
 		dc := decode.DefaultConfig()
 		dc.Logger = log
-		return decode.NewServer(dc, n.eng, recv, n.model.ID)
+		srv, err := decode.NewServer(dc, n.eng, recv, n.model.ID)
+		if err != nil {
+			return nil, err
+		}
+		kv := worker.KVEndpoint{HostID: transport.LocalHostID()}
+		if cfg.KVListen != "" {
+			gc, err := cfg.kvGRPCConfig(log)
+			if err != nil {
+				return nil, err
+			}
+			ks, err := grpcx.NewServer(gc, recv)
+			if err != nil {
+				return nil, err
+			}
+			lis, err := listen(cfg.KVListen)
+			if err != nil {
+				return nil, err
+			}
+			kv.Addr = lis.Addr().String()
+			g.Go(func() error { return ks.Serve(lis) })
+			g.Go(func() error { <-ctx.Done(); return ks.Close() })
+		}
+		if cfg.KVSocket != "" {
+			sc := shm.DefaultConfig()
+			sc.Logger = log
+			ss, err := shm.NewServer(sc, recv)
+			if err != nil {
+				return nil, err
+			}
+			lis, err := shm.Listen(cfg.KVSocket)
+			if err != nil {
+				return nil, err
+			}
+			kv.Socket = cfg.KVSocket
+			g.Go(func() error { return ss.Serve(lis) })
+			g.Go(func() error { <-ctx.Done(); return ss.Close() })
+		}
+		srv.SetKVEndpoint(kv)
+		log.Info("KV receiver", "grpc", kv.Addr, "shm", kv.Socket)
+		return srv, nil
 	}
 }
 
@@ -131,13 +173,13 @@ func runDecode(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	log := cfg.logger(stderr, "decode")
-	if len(cfg.secret()) < transport.MinSecretLen {
-		return fmt.Errorf("decode: --cluster-secret (or TANDEM_CLUSTER_SECRET) of at least %d bytes is required", transport.MinSecretLen)
+	if err := cfg.loadSecret(); err != nil {
+		return fmt.Errorf("decode: %w", err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
-	n, err := startWorker(gctx, g, cfg, "decode", log, newDecodeService(cfg, log))
+	n, err := startWorker(gctx, g, cfg, "decode", log, newDecodeService(gctx, g, cfg, log))
 	if err != nil {
 		return err
 	}

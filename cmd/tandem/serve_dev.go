@@ -10,6 +10,8 @@ import (
 	"io"
 
 	"golang.org/x/sync/errgroup"
+
+	"github.com/tandemserve/tandem/transport/dialer"
 )
 
 // runDev starts a whole cluster in this process: a decode worker, a prefill
@@ -29,10 +31,11 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if cfg.Mode != "colocated" && cfg.Mode != "disaggregated" {
 		return fmt.Errorf("dev: --mode %q: want colocated or disaggregated", cfg.Mode)
 	}
-	if len(cfg.secret()) < 32 {
+	if cfg.loadSecret() != nil {
+		// A dev cluster lives in one process: a fresh random secret will do.
 		var b [32]byte
 		rand.Read(b[:])
-		cfg.ClusterSecret = hex.EncodeToString(b[:])
+		cfg.clusterSecret = []byte(hex.EncodeToString(b[:]))
 	}
 	cfg.APIKeys = append(cfg.APIKeys, envList("TANDEM_API_KEYS")...)
 
@@ -51,7 +54,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	wcfg := cfg
 	wcfg.Listen = "127.0.0.1:0"
-	dec, err := startWorker(gctx, g, wcfg, "decode", cfg.logger(stderr, "decode"), newDecodeService(wcfg, cfg.logger(stderr, "decode")))
+	dec, err := startWorker(gctx, g, wcfg, "decode", cfg.logger(stderr, "decode"), newDecodeService(gctx, g, wcfg, cfg.logger(stderr, "decode")))
 	if err != nil {
 		return err
 	}
@@ -59,7 +62,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	gcfg := cfg
 	gcfg.DecodeWorkers = []string{dec.Addr()}
 	if cfg.Mode == "disaggregated" {
-		routes := newKVRoutes()
+		routes := newKVRoutes(dialer.Config{})
 		routes.add(dec.Addr(), dec.recv)
 		pre, err := startWorker(gctx, g, wcfg, "prefill", cfg.logger(stderr, "prefill"), newPrefillService(routes, cfg.logger(stderr, "prefill")))
 		if err != nil {

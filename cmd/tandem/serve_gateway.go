@@ -129,9 +129,14 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.SetOutput(stderr)
 	config := cfg.registerCommon(fs)
 	cfg.registerGateway(fs)
-	fs.StringVar(&cfg.ClusterSecret, "cluster-secret", cfg.ClusterSecret, "shared secret that signs KV transfer grants (env TANDEM_CLUSTER_SECRET)")
+	fs.StringVar(&cfg.ClusterSecretFile, "cluster-secret-file", cfg.ClusterSecretFile, "file holding the secret that signs KV transfer grants (else env TANDEM_CLUSTER_SECRET)")
 	if err := parseServe(fs, &cfg, config, args); err != nil {
 		return err
+	}
+	if cfg.Mode == "disaggregated" {
+		if err := cfg.loadSecret(); err != nil {
+			return err
+		}
 	}
 	cfg.APIKeys = append(cfg.APIKeys, envList("TANDEM_API_KEYS")...)
 	log := cfg.logger(stderr, "gateway")

@@ -15,18 +15,17 @@ import (
 	"github.com/tandemserve/tandem/prefill"
 	tandemv1 "github.com/tandemserve/tandem/proto/tandem/v1"
 	"github.com/tandemserve/tandem/transport"
+	"github.com/tandemserve/tandem/transport/dialer"
 	"github.com/tandemserve/tandem/transport/inproc"
 )
 
-// errNoKVRoute reports a decode worker the prefill worker has no KV
-// transport route to.
-var errNoKVRoute = errors.New("no KV transport route")
-
-// kvRoutes dials decode workers' receivers. Receivers registered in this
-// process are reached through the in-process backend (tandem dev); the
-// connection per destination is made once and shared.
+// kvRoutes dials decode workers' KV receivers. Receivers registered in this
+// process (tandem dev) are reached through the in-process backend; others
+// through the transport's dialer (shared memory on the same host, gRPC over
+// mutual TLS otherwise). One connection per decode node is made and shared
+// until a failed transfer drops it.
 type kvRoutes struct {
-	local transport.Descriptor
+	cfg dialer.Config
 
 	mu    sync.Mutex
 	recvs map[string]*transport.Receiver
@@ -35,46 +34,60 @@ type kvRoutes struct {
 
 var _ prefill.Dialer = (*kvRoutes)(nil)
 
-func newKVRoutes() *kvRoutes {
-	return &kvRoutes{recvs: map[string]*transport.Receiver{}, conns: map[string]transport.Conn{}}
+func newKVRoutes(cfg dialer.Config) *kvRoutes {
+	return &kvRoutes{cfg: cfg, recvs: map[string]*transport.Receiver{}, conns: map[string]transport.Conn{}}
 }
 
-func (r *kvRoutes) add(addr string, recv *transport.Receiver) {
+// add registers an in-process receiver for node.
+func (r *kvRoutes) add(node string, recv *transport.Receiver) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.recvs[addr] = recv
+	r.recvs[node] = recv
 }
 
-func (r *kvRoutes) Dial(_ context.Context, addr string) (transport.Conn, error) {
+func (r *kvRoutes) Dial(ctx context.Context, peer dialer.Peer) (transport.Conn, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if c, ok := r.conns[addr]; ok {
+	if c, ok := r.conns[peer.NodeID]; ok {
 		return c, nil
 	}
-	recv, ok := r.recvs[addr]
-	if !ok {
-		return nil, fmt.Errorf("prefill: %w to %s", errNoKVRoute, addr)
+	var c transport.Conn
+	var err error
+	if recv, ok := r.recvs[peer.NodeID]; ok {
+		c, err = inproc.Dial(r.cfg.Local, recv, nil)
+	} else {
+		c, _, err = dialer.Dial(ctx, r.cfg, peer)
 	}
-	c, err := inproc.Dial(r.local, recv, nil)
 	if err != nil {
 		return nil, err
 	}
-	r.conns[addr] = c
+	r.conns[peer.NodeID] = c
 	return c, nil
+}
+
+func (r *kvRoutes) Drop(node string) {
+	r.mu.Lock()
+	c := r.conns[node]
+	delete(r.conns, node)
+	r.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
 }
 
 func (r *kvRoutes) close() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, c := range r.conns {
+	for n, c := range r.conns {
 		c.Close()
+		delete(r.conns, n)
 	}
 }
 
 // newPrefillService builds a prefill worker's service over routes.
 func newPrefillService(routes *kvRoutes, log *slog.Logger) func(n *workerNode) (tandemv1.WorkerServer, error) {
 	return func(n *workerNode) (tandemv1.WorkerServer, error) {
-		routes.local = n.descriptor()
+		routes.cfg.Local = n.descriptor()
 		return prefill.NewServer(n.eng, routes, n.model.ID, metrics.NewTransfer(n.reg), log)
 	}
 }
@@ -92,7 +105,11 @@ func runPrefill(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
-	routes := newKVRoutes()
+	kvc, err := cfg.kvDialConfig(log)
+	if err != nil {
+		return err
+	}
+	routes := newKVRoutes(kvc)
 	defer routes.close()
 	n, err := startWorker(gctx, g, cfg, "prefill", log, newPrefillService(routes, log))
 	if err != nil {

@@ -178,53 +178,75 @@ func TestValidation(t *testing.T) {
 }
 
 // TestDecodeKilledMidStream kills the decode worker serving a streaming
-// request; the client must still receive the complete, correct stream.
+// request; the client must still receive the complete, correct stream. Every
+// role runs as its own process; in disaggregated mode KV blocks cross
+// processes through the transport's network backend.
 func TestDecodeKilledMidStream(t *testing.T) {
 	_, model := env(t)
-	const secret = "TANDEM_CLUSTER_SECRET=e2e-secret-0123456789abcdef0123456789"
-	var decodes []*proc
-	var addrs []string
-	for range 2 {
-		p := start(t, []string{secret}, "decode", "--model", model, "--listen", "127.0.0.1:0", "--threads", "1", "--log-level", "warn")
-		addrs = append(addrs, p.waitFor(t, `decode worker listening grpc=(\S+)`)[1])
-		decodes = append(decodes, p)
-	}
-	gw := start(t, nil, "gateway", "--model", model, "--mode", "colocated", "--decode", strings.Join(addrs, ","),
-		"--http-listen", "127.0.0.1:0", "--grpc-listen", "", "--log-level", "warn")
-	url := "http://" + gw.waitFor(t, `gateway listening http=(\S+)`)[1]
-
 	prompt, n := "Once upon a time, in a small village by the sea,", 48
 	want := generate(t, prompt, n, false)
-	clients := make([]*worker.Client, len(addrs))
-	for i, a := range addrs {
-		c, err := worker.Dial(a)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		clients[i] = c
-	}
-	killed := -1
-	text, _ := streamText(t, url+"/v1/completions", "", map[string]any{"model": strings.TrimSuffix(filepath.Base(model), ".gguf"), "prompt": prompt, "max_tokens": n, "stream": true}, func(k int) {
-		if k != 5 {
-			return
-		}
-		for i, c := range clients {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			l, err := c.Load(ctx)
-			cancel()
-			if err == nil && l.GetRunning()+l.GetWaiting() > 0 {
-				decodes[i].kill()
-				killed = i
-				return
+	secret := []string{"TANDEM_CLUSTER_SECRET=e2e-secret-0123456789abcdef0123456789"}
+	for _, mode := range []string{"colocated", "disaggregated"} {
+		t.Run(mode, func(t *testing.T) {
+			var decodes []*proc
+			var addrs []string
+			for range 2 {
+				p := start(t, secret, "decode", "--model", model, "--listen", "127.0.0.1:0", "--threads", "1", "--log-level", "warn",
+					"--kv-listen", "127.0.0.1:0", "--kv-insecure")
+				addrs = append(addrs, p.waitFor(t, `decode worker listening grpc=(\S+)`)[1])
+				decodes = append(decodes, p)
 			}
-		}
-	})
-	if killed < 0 {
-		t.Fatal("no decode worker was running the request when the stream was 5 chunks in")
-	}
-	if text != want {
-		t.Errorf("after killing decode %d the stream was\n%q\nwant\n%q", killed, text, want)
+			args := []string{"gateway", "--model", model, "--mode", mode, "--decode", strings.Join(addrs, ","),
+				"--http-listen", "127.0.0.1:0", "--grpc-listen", "", "--log-level", "warn"}
+			if mode == "disaggregated" {
+				p := start(t, nil, "prefill", "--model", model, "--listen", "127.0.0.1:0", "--threads", "1", "--log-level", "warn", "--kv-insecure")
+				args = append(args, "--prefill", p.waitFor(t, `prefill worker listening grpc=(\S+)`)[1])
+			}
+			gw := start(t, secret, args...)
+			url := "http://" + gw.waitFor(t, `gateway listening http=(\S+)`)[1]
+
+			clients := make([]*worker.Client, len(addrs))
+			for i, a := range addrs {
+				c, err := worker.Dial(a)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				clients[i] = c
+			}
+			killed := -1
+			body := map[string]any{"model": strings.TrimSuffix(filepath.Base(model), ".gguf"), "prompt": prompt, "max_tokens": n, "stream": true}
+			text, _ := streamText(t, url+"/v1/completions", "", body, func(k int) {
+				if k != 5 {
+					return
+				}
+				for i, c := range clients {
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					l, err := c.Load(ctx)
+					cancel()
+					if err == nil && l.GetRunning()+l.GetWaiting() > 0 {
+						decodes[i].kill()
+						killed = i
+						return
+					}
+				}
+			})
+			if killed < 0 {
+				t.Fatal("no decode worker was running the request when the stream was 5 chunks in")
+			}
+			if text != want {
+				t.Errorf("after killing decode %d the stream was\n%q\nwant\n%q", killed, text, want)
+			}
+			// The surviving worker serves the next request normally.
+			delete(body, "stream")
+			code, _, out := post(t, url+"/v1/completions", "", body)
+			if code != 200 {
+				t.Fatalf("after the kill: status %d: %s", code, out)
+			}
+			if res := decodeCompletion(t, out); res.Choices[0].Text != want {
+				t.Errorf("after the kill: %q, want %q", res.Choices[0].Text, want)
+			}
+		})
 	}
 }
 

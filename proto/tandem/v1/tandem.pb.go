@@ -988,6 +988,10 @@ type PrefillRequest struct {
 	Epoch          uint64                 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	ExpiryUnixNano int64                  `protobuf:"varint,5,opt,name=expiry_unix_nano,json=expiryUnixNano,proto3" json:"expiry_unix_nano,omitempty"`
 	Token          []byte                 `protobuf:"bytes,6,opt,name=token,proto3" json:"token,omitempty"`
+	// Where the decode worker's KV receiver listens (from its LoadResponse).
+	DecodeKvAddr   string `protobuf:"bytes,7,opt,name=decode_kv_addr,json=decodeKvAddr,proto3" json:"decode_kv_addr,omitempty"`
+	DecodeKvSocket string `protobuf:"bytes,8,opt,name=decode_kv_socket,json=decodeKvSocket,proto3" json:"decode_kv_socket,omitempty"`
+	DecodeHostId   string `protobuf:"bytes,9,opt,name=decode_host_id,json=decodeHostId,proto3" json:"decode_host_id,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -1062,6 +1066,27 @@ func (x *PrefillRequest) GetToken() []byte {
 		return x.Token
 	}
 	return nil
+}
+
+func (x *PrefillRequest) GetDecodeKvAddr() string {
+	if x != nil {
+		return x.DecodeKvAddr
+	}
+	return ""
+}
+
+func (x *PrefillRequest) GetDecodeKvSocket() string {
+	if x != nil {
+		return x.DecodeKvSocket
+	}
+	return ""
+}
+
+func (x *PrefillRequest) GetDecodeHostId() string {
+	if x != nil {
+		return x.DecodeHostId
+	}
+	return ""
 }
 
 // PrefillResponse carries the first token, or only finish_reason when the
@@ -1236,13 +1261,18 @@ func (*LoadRequest) Descriptor() ([]byte, []int) {
 }
 
 type LoadResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Running       int32                  `protobuf:"varint,1,opt,name=running,proto3" json:"running,omitempty"`
-	Waiting       int32                  `protobuf:"varint,2,opt,name=waiting,proto3" json:"waiting,omitempty"`
-	TotalBlocks   int32                  `protobuf:"varint,3,opt,name=total_blocks,json=totalBlocks,proto3" json:"total_blocks,omitempty"`
-	FreeBlocks    int32                  `protobuf:"varint,4,opt,name=free_blocks,json=freeBlocks,proto3" json:"free_blocks,omitempty"`
-	Role          string                 `protobuf:"bytes,5,opt,name=role,proto3" json:"role,omitempty"`
-	Model         string                 `protobuf:"bytes,6,opt,name=model,proto3" json:"model,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Running     int32                  `protobuf:"varint,1,opt,name=running,proto3" json:"running,omitempty"`
+	Waiting     int32                  `protobuf:"varint,2,opt,name=waiting,proto3" json:"waiting,omitempty"`
+	TotalBlocks int32                  `protobuf:"varint,3,opt,name=total_blocks,json=totalBlocks,proto3" json:"total_blocks,omitempty"`
+	FreeBlocks  int32                  `protobuf:"varint,4,opt,name=free_blocks,json=freeBlocks,proto3" json:"free_blocks,omitempty"`
+	Role        string                 `protobuf:"bytes,5,opt,name=role,proto3" json:"role,omitempty"`
+	Model       string                 `protobuf:"bytes,6,opt,name=model,proto3" json:"model,omitempty"`
+	// A decode worker's KV receiver: its KVTransport gRPC address, its
+	// shared-memory socket (same host only) and its host id.
+	KvAddr        string `protobuf:"bytes,7,opt,name=kv_addr,json=kvAddr,proto3" json:"kv_addr,omitempty"`
+	KvSocket      string `protobuf:"bytes,8,opt,name=kv_socket,json=kvSocket,proto3" json:"kv_socket,omitempty"`
+	HostId        string `protobuf:"bytes,9,opt,name=host_id,json=hostId,proto3" json:"host_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1315,6 +1345,27 @@ func (x *LoadResponse) GetRole() string {
 func (x *LoadResponse) GetModel() string {
 	if x != nil {
 		return x.Model
+	}
+	return ""
+}
+
+func (x *LoadResponse) GetKvAddr() string {
+	if x != nil {
+		return x.KvAddr
+	}
+	return ""
+}
+
+func (x *LoadResponse) GetKvSocket() string {
+	if x != nil {
+		return x.KvSocket
+	}
+	return ""
+}
+
+func (x *LoadResponse) GetHostId() string {
+	if x != nil {
+		return x.HostId
 	}
 	return ""
 }
@@ -1398,7 +1449,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"TokenEvent\x12\x19\n" +
 	"\x05token\x18\x01 \x01(\x05H\x00R\x05token\x88\x01\x01\x12#\n" +
 	"\rfinish_reason\x18\x02 \x01(\tR\ffinishReasonB\b\n" +
-	"\x06_token\"\xd1\x01\n" +
+	"\x06_token\"\xc7\x02\n" +
 	"\x0ePrefillRequest\x12'\n" +
 	"\x03run\x18\x01 \x01(\v2\x15.tandem.v1.RunRequestR\x03run\x12\x1f\n" +
 	"\vdecode_addr\x18\x02 \x01(\tR\n" +
@@ -1407,7 +1458,10 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"transferId\x12\x14\n" +
 	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x12(\n" +
 	"\x10expiry_unix_nano\x18\x05 \x01(\x03R\x0eexpiryUnixNano\x12\x14\n" +
-	"\x05token\x18\x06 \x01(\fR\x05token\"\xa3\x01\n" +
+	"\x05token\x18\x06 \x01(\fR\x05token\x12$\n" +
+	"\x0edecode_kv_addr\x18\a \x01(\tR\fdecodeKvAddr\x12(\n" +
+	"\x10decode_kv_socket\x18\b \x01(\tR\x0edecodeKvSocket\x12$\n" +
+	"\x0edecode_host_id\x18\t \x01(\tR\fdecodeHostId\"\xa3\x01\n" +
 	"\x0fPrefillResponse\x12$\n" +
 	"\vfirst_token\x18\x01 \x01(\x05H\x00R\n" +
 	"firstToken\x88\x01\x01\x12#\n" +
@@ -1422,7 +1476,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\vfirst_token\x18\x03 \x01(\x05H\x00R\n" +
 	"firstToken\x88\x01\x01B\x0e\n" +
 	"\f_first_token\"\r\n" +
-	"\vLoadRequest\"\xb0\x01\n" +
+	"\vLoadRequest\"\xff\x01\n" +
 	"\fLoadResponse\x12\x18\n" +
 	"\arunning\x18\x01 \x01(\x05R\arunning\x12\x18\n" +
 	"\awaiting\x18\x02 \x01(\x05R\awaiting\x12!\n" +
@@ -1430,7 +1484,10 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\vfree_blocks\x18\x04 \x01(\x05R\n" +
 	"freeBlocks\x12\x12\n" +
 	"\x04role\x18\x05 \x01(\tR\x04role\x12\x14\n" +
-	"\x05model\x18\x06 \x01(\tR\x05model2\xe9\x02\n" +
+	"\x05model\x18\x06 \x01(\tR\x05model\x12\x17\n" +
+	"\akv_addr\x18\a \x01(\tR\x06kvAddr\x12\x1b\n" +
+	"\tkv_socket\x18\b \x01(\tR\bkvSocket\x12\x17\n" +
+	"\ahost_id\x18\t \x01(\tR\x06hostId2\xe9\x02\n" +
 	"\tInference\x12C\n" +
 	"\bGenerate\x12\x1a.tandem.v1.GenerateRequest\x1a\x1b.tandem.v1.GenerateResponse\x12H\n" +
 	"\x0eGenerateStream\x12\x1a.tandem.v1.GenerateRequest\x1a\x18.tandem.v1.GenerateChunk0\x01\x12C\n" +
