@@ -54,13 +54,31 @@ func (pl *planner) run() error {
 			}
 		}
 	}
-	// Admitting while preempting would only thrash: the freed blocks go to
-	// the sequences already running.
+	// Admitting while running sequences preempt each other would only
+	// thrash: the freed blocks go to the sequences already running.
 	if len(pl.p.Preempted) > 0 {
 		return nil
 	}
-	for len(s.waiting) > 0 && len(s.running) < s.cfg.MaxSeqs && pl.budget > 0 {
+	return pl.admit()
+}
+
+// admit moves waiting sequences to running in rank order while the limits
+// allow. A waiting sequence of strictly higher priority than the lowest
+// running one may preempt it for a sequence slot or for blocks; otherwise the
+// head of the queue waits and nobody overtakes it.
+func (pl *planner) admit() error {
+	s := pl.s
+	for len(s.waiting) > 0 && pl.budget > 0 {
 		q := s.waiting[0]
+		if len(s.running) >= s.cfg.MaxSeqs {
+			if !pl.outranks(q) {
+				return nil
+			}
+			if err := pl.preempt(s.running[len(s.running)-1]); err != nil {
+				return err
+			}
+			continue
+		}
 		matched := false
 		if q.Table.Len() == 0 {
 			hit, err := s.kv.MatchPrefix(&q.Table, q.Tokens)
@@ -70,19 +88,30 @@ func (pl *planner) run() error {
 			q.Computed, q.PrefixHit, matched = hit, hit, true
 		}
 		n := min(len(q.Tokens)-q.Computed, s.cfg.ChunkSize, pl.budget)
-		if err := s.kv.Reserve(&q.Table, q.Computed+n); err != nil {
+		for {
+			err := s.kv.Reserve(&q.Table, q.Computed+n)
+			if err == nil {
+				break
+			}
 			if !errors.Is(err, kvcache.ErrOutOfBlocks) {
 				return err
 			}
-			// Strict FCFS: the head waits for memory and nobody overtakes
-			// it. Matched blocks go back to the cache meanwhile.
+			if pl.outranks(q) {
+				if err := pl.preempt(s.running[len(s.running)-1]); err != nil {
+					return err
+				}
+				// A preempted victim may have been planned: the budget
+				// grew back, but q's chunk stays as computed.
+				continue
+			}
+			// Matched blocks go back to the cache while q waits.
 			if matched {
 				if err := s.kv.Release(&q.Table); err != nil {
 					return err
 				}
 				q.Computed = 0
 			}
-			break
+			return nil
 		}
 		s.waiting = s.waiting[1:]
 		q.state = StateRunning
@@ -90,6 +119,13 @@ func (pl *planner) run() error {
 		pl.add(q, n)
 	}
 	return nil
+}
+
+// outranks reports whether waiting q has a strictly higher priority than the
+// lowest-ranked running sequence, and so may preempt it.
+func (pl *planner) outranks(q *Seq) bool {
+	r := pl.s.running
+	return len(r) > 0 && r[len(r)-1].Priority < q.Priority
 }
 
 func (pl *planner) add(q *Seq, n int) {

@@ -15,7 +15,10 @@
 // the scheduler preempts the lowest-priority, newest running sequence: its
 // blocks are released (full ones stay in the prefix cache, so the recompute
 // is often cheap) and it goes back to the waiting queue with its generated
-// tokens, to be recomputed later. Nothing is overcommitted. A request whose
+// tokens, to be recomputed later. A waiting sequence of strictly higher
+// priority than the lowest running one may likewise preempt it for a sequence
+// slot or for blocks; equal priorities wait their turn. Nothing is
+// overcommitted. A request whose
 // prompt could never fit in the whole cache or the context window is refused
 // by Add with ErrTooLarge.
 //

@@ -321,3 +321,63 @@ func TestImportedSequence(t *testing.T) {
 		t.Errorf("imported blocks not released: %+v", kv.Stats())
 	}
 }
+
+func TestHigherPriorityArrivalPreempts(t *testing.T) {
+	tests := []struct {
+		name   string
+		cfg    Config
+		blocks int
+		// low-priority sequences running first, then one arrival
+		low         int
+		arrivalPrio int
+		wantAdmit   bool
+	}{
+		{"sequence slot taken by lower priority", Config{MaxSeqs: 2, MaxTokens: 16, ChunkSize: 16}, 32, 2, 1, true},
+		{"memory taken by lower priority", Config{MaxSeqs: 8, MaxTokens: 16, ChunkSize: 16}, 4, 2, 1, true},
+		{"equal priority waits for a slot", Config{MaxSeqs: 2, MaxTokens: 16, ChunkSize: 16}, 32, 2, 0, false},
+		{"equal priority waits for memory", Config{MaxSeqs: 8, MaxTokens: 16, ChunkSize: 16}, 4, 2, 0, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, kv := newSched(t, tc.cfg, tc.blocks, 2)
+			var all []*Seq
+			for i := range tc.low {
+				q := &Seq{ID: uint64(i + 1), Tokens: tokens(10*i, 3)} // 2 blocks each, room to decode one
+				if err := s.Add(q); err != nil {
+					t.Fatal(err)
+				}
+				all = append(all, q)
+			}
+			step(t, s)
+			hi := &Seq{ID: 9, Priority: tc.arrivalPrio, Tokens: tokens(500, 3)}
+			if err := s.Add(hi); err != nil {
+				t.Fatal(err)
+			}
+			_, p := step(t, s)
+			if got := hi.State() == StateRunning; got != tc.wantAdmit {
+				t.Fatalf("arrival running = %v, want %v (plan %+v)", got, tc.wantAdmit, p.Work)
+			}
+			if tc.wantAdmit {
+				victim := all[len(all)-1]
+				if len(p.Preempted) != 1 || p.Preempted[0] != victim {
+					t.Errorf("preempted %v, want the newest low-priority sequence", p.Preempted)
+				}
+				for _, w := range p.Work {
+					if w.Seq == victim {
+						t.Errorf("preempted sequence still planned: %+v", w)
+					}
+				}
+			} else if len(p.Preempted) != 0 {
+				t.Errorf("equal priority preempted %d sequences", len(p.Preempted))
+			}
+			for _, q := range append(all, hi) {
+				if err := s.Remove(q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if st := kv.Stats(); st.Held != 0 {
+				t.Errorf("blocks held: %+v", st)
+			}
+		})
+	}
+}
