@@ -34,9 +34,11 @@ func gpu(t testing.TB) *cuda.Backend {
 	return b
 }
 
-// greedy runs prompt then steps greedy decode steps on m, one sequence, and
-// returns every step's logits and the chosen tokens.
-func greedy(t *testing.T, m *llama.Model, dtype kernels.KVDType, prompt []int32, steps int) ([][]float32, []int32) {
+// decode runs prompt then steps decode steps on m, one sequence, and returns
+// every step's logits and the tokens fed back: the argmax (greedy), or
+// forced[i] when forced is given, so that two backends can be compared on the
+// same token sequence even past a near-tie.
+func decode(t *testing.T, m *llama.Model, dtype kernels.KVDType, prompt []int32, steps int, forced []int32) ([][]float32, []int32) {
 	t.Helper()
 	cfg := m.Config()
 	total := len(prompt) + steps
@@ -72,10 +74,28 @@ func greedy(t *testing.T, m *llama.Model, dtype kernels.KVDType, prompt []int32,
 			}
 		}
 		done = len(tokens)
+		next := argmax(logits)
+		if forced != nil {
+			next = forced[len(all)]
+		}
 		all = append(all, logits)
-		tokens = append(tokens, argmax(logits))
+		tokens = append(tokens, next)
 	}
 	return all, tokens[len(prompt):]
+}
+
+// margin is the gap between the two largest logits.
+func margin(v []float32) float64 {
+	a, b := math.Inf(-1), math.Inf(-1)
+	for _, x := range v {
+		switch f := float64(x); {
+		case f > a:
+			a, b = f, a
+		case f > b:
+			b = f
+		}
+	}
+	return a - b
 }
 
 func argmax(v []float32) int32 {
@@ -88,6 +108,13 @@ func argmax(v []float32) int32 {
 	return int32(best)
 }
 
+// TestGPUModelMatchesRef decodes with random-weight models on the GPU and
+// on the CPU backends. The GPU quantizes activations exactly as the
+// pure-Go reference does, so only float summation order separates them; the
+// SIMD CPU backend rounds differently (about 2% of the logit range on these
+// tiny random models), hence its looser bound. Greedy tokens must agree
+// wherever the reference's top two logits are further apart than the
+// tolerance; past a near-tie both runs follow the reference's tokens.
 func TestGPUModelMatchesRef(t *testing.T) {
 	g := gpu(t)
 	prompt := []int32{5, 17, 3, 88, 42, 42, 9, 60, 1, 33, 71, 2, 8}
@@ -104,38 +131,44 @@ func TestGPUModelMatchesRef(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			const steps = 8
+			mr, err := llama.New(cfg, ref.New(), src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lr, want := decode(t, mr, tc.dtype, prompt, steps, nil)
 			mg, err := llama.New(cfg, g, src)
 			if err != nil {
 				t.Fatal(err)
 			}
+			lg, _ := decode(t, mg, tc.dtype, prompt, steps, want)
 			cb, err := cpu.New(cpu.DefaultConfig(), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer cb.Close()
-			const steps = 8
-			lg, tg := greedy(t, mg, tc.dtype, prompt, steps)
-			// The GPU must agree with the pure-Go reference and with the
-			// SIMD CPU backend the cluster runs elsewhere.
-			for _, other := range []kernels.Backend{ref.New(), cb} {
-				mo, err := llama.New(cfg, other, src)
-				if err != nil {
-					t.Fatal(err)
-				}
-				lo, to := greedy(t, mo, tc.dtype, prompt, steps)
-				for s := range lo {
+			mc, err := llama.New(cfg, cb, src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lc, _ := decode(t, mc, tc.dtype, prompt, steps, want)
+			for _, o := range []struct {
+				name   string
+				logits [][]float32
+				tol    float64
+			}{{"ref", lr, 5e-3}, {"cpu", lc, 5e-2}} {
+				for s := range lg {
 					var scale, worst float64
-					for i := range lo[s] {
-						scale = math.Max(scale, math.Abs(float64(lo[s][i])))
-						worst = math.Max(worst, math.Abs(float64(lg[s][i]-lo[s][i])))
+					for i := range o.logits[s] {
+						scale = math.Max(scale, math.Abs(float64(o.logits[s][i])))
+						worst = math.Max(worst, math.Abs(float64(lg[s][i]-o.logits[s][i])))
 					}
-					if worst > 1e-2*(1+scale) {
-						t.Fatalf("vs %s, step %d: logits differ by %g (scale %g)", other.Name(), s, worst, scale)
+					bound := o.tol * (1 + scale)
+					if worst > bound {
+						t.Fatalf("vs %s, step %d: logits differ by %g (bound %g)", o.name, s, worst, bound)
 					}
-				}
-				for i := range to {
-					if tg[i] != to[i] {
-						t.Fatalf("greedy tokens differ: gpu %v, %s %v", tg, other.Name(), to)
+					if margin(o.logits[s]) > 2*bound && argmax(lg[s]) != argmax(o.logits[s]) {
+						t.Fatalf("vs %s, step %d: greedy token %d, want %d", o.name, s, argmax(lg[s]), argmax(o.logits[s]))
 					}
 				}
 			}
