@@ -150,6 +150,10 @@ func (s *Server) place(key, requestID string, r *placement.Request) (*pb.Placeme
 			return p, nil
 		}
 	}
+	// Validate before normalising: the truncation below assumes a positive prompt length.
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
 	if len(r.BlockHashes) > maxBlockHashes {
 		return nil, fmt.Errorf("%w: %d block hashes (max %d)", placement.ErrInvalidRequest, len(r.BlockHashes), maxBlockHashes)
 	}

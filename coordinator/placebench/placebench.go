@@ -3,7 +3,7 @@
 // prefix-cache summaries, and an open-loop generator that issues Place calls at a fixed rate.
 // Latency is measured from the moment a request is handed over for sending to its answer, so a
 // coordinator that falls behind shows its queueing in the percentiles instead of slowing the
-// generator down (no coordinated omission). `tandem bench placement` calls Run.
+// generator down (no coordinated omission). `tandem bench placement` calls RunPlacementBench.
 package placebench
 
 import (
@@ -167,8 +167,9 @@ func (f *Fixture) Request(rng *rand.Rand, i int) *pb.PlaceRequest {
 	}
 }
 
-// Run places requests at rate per second for duration and reports latency percentiles.
-func Run(ctx context.Context, rate float64, duration time.Duration) (Report, error) {
+// RunPlacementBench places requests at rate per second for duration on a fresh fixture and
+// reports latency percentiles.
+func RunPlacementBench(ctx context.Context, rate float64, duration time.Duration) (Report, error) {
 	if rate <= 0 || duration <= 0 {
 		return Report{}, ErrBadArgs
 	}

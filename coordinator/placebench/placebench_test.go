@@ -20,7 +20,7 @@ var (
 func TestRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), *duration+time.Minute)
 	defer cancel()
-	r, err := Run(ctx, *rate, *duration)
+	r, err := RunPlacementBench(ctx, *rate, *duration)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,8 +36,8 @@ func TestRunRejects(t *testing.T) {
 		rate float64
 		d    time.Duration
 	}{{0, time.Second}, {10, 0}, {-1, time.Second}} {
-		if _, err := Run(context.Background(), tt.rate, tt.d); !errors.Is(err, ErrBadArgs) {
-			t.Errorf("Run(%v, %v) err = %v, want ErrBadArgs", tt.rate, tt.d, err)
+		if _, err := RunPlacementBench(context.Background(), tt.rate, tt.d); !errors.Is(err, ErrBadArgs) {
+			t.Errorf("RunPlacementBench(%v, %v) err = %v, want ErrBadArgs", tt.rate, tt.d, err)
 		}
 	}
 }
