@@ -111,6 +111,23 @@ type Request struct {
 	// KeepKV keeps the sequence's blocks when it finishes normally, for the
 	// caller to take with Handle.TakeKV (a prefill worker sends them on).
 	KeepKV bool
+	// OnLayer, when set, is called after each layer of every step that
+	// computes some of this request's tokens, once that layer's keys and
+	// values are stored (layer-wise KV streaming). It runs on the step loop
+	// during the forward pass: it must return quickly and must not wait for
+	// the engine; it may read the blocks through Cache().
+	OnLayer func(LayerEvent)
+}
+
+// LayerEvent says that one layer's keys and values of tokens [From, To) of a
+// request are in the cache. Blocks is the request's block table at that
+// moment (shared: read it during the call only). After a preemption the
+// request is recomputed into other blocks and events restart at the
+// recomputed position, so a consumer must key what it sends by block id.
+type LayerEvent struct {
+	Layer    int
+	From, To int
+	Blocks   []int32
 }
 
 // Engine schedules and runs requests. Its methods are safe for concurrent use.

@@ -24,6 +24,7 @@ type Handle struct {
 	inFlight  bool // a step that writes the sequence's blocks is running
 	cancelled bool // cancelled while in flight: free after the step
 	keepKV    bool
+	onLayer   func(LayerEvent)
 	kept      []int32
 	keptLen   int
 	stopCtx   func() bool
@@ -41,7 +42,7 @@ type Handle struct {
 
 func newHandle(e *Engine, q *scheduler.Seq, smp *sample.Sampler, req Request) *Handle {
 	return &Handle{
-		e: e, seq: q, params: req.Params, sampler: smp, generated: req.Generated, keepKV: req.KeepKV,
+		e: e, seq: q, params: req.Params, sampler: smp, generated: req.Generated, keepKV: req.KeepKV, onLayer: req.OnLayer,
 		notify: make(chan struct{}, 1), added: time.Now(),
 	}
 }

@@ -1,8 +1,10 @@
 package engine_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -156,5 +158,82 @@ func TestPinKVWhileRunning(t *testing.T) {
 	e.Free(blocks)
 	if _, _, err := e.PinKV(h); !errors.Is(err, engine.ErrInvalidRequest) {
 		t.Errorf("PinKV of a finished request: %v, want ErrInvalidRequest", err)
+	}
+}
+
+// TestLayerEvents checks layer-wise streaming: when a layer event arrives, the
+// keys and values of its tokens in that layer are already final, every layer
+// sees every prompt token exactly once in order, and layers come in order
+// within a step.
+func TestLayerEvents(t *testing.T) {
+	m := tiny(t)
+	e := start(t, m, setup{blocks: 32, blockSize: 4, sched: scheduler.Config{MaxSeqs: 4, MaxTokens: 32, ChunkSize: 8}})
+	spec := e.Cache().Spec()
+	prompt := prompts()[2] // 26 tokens: chunks of 8, 8, 8, 2
+	type snap struct {
+		layer, pos int
+		k, v       []byte
+	}
+	var snaps []snap
+	covered := make([]int, spec.Layers) // next expected token per layer
+	lastLayer := -1
+	var orderErr error
+	buf := make([]byte, spec.BlockBytes())
+	onLayer := func(ev engine.LayerEvent) {
+		if ev.From != covered[ev.Layer] && orderErr == nil {
+			orderErr = fmt.Errorf("layer %d: event for [%d,%d), expected from %d", ev.Layer, ev.From, ev.To, covered[ev.Layer])
+		}
+		if ev.Layer != lastLayer+1 && !(ev.Layer == 0 && lastLayer == spec.Layers-1) && orderErr == nil {
+			orderErr = fmt.Errorf("layer %d after layer %d", ev.Layer, lastLayer)
+		}
+		lastLayer = ev.Layer
+		covered[ev.Layer] = ev.To
+		for p := ev.From; p < ev.To; p++ {
+			blk, off := ev.Blocks[p/spec.BlockSize], p%spec.BlockSize
+			if err := e.Cache().ReadBlock(ev.Layer, int(blk), buf); err != nil {
+				orderErr = err
+				return
+			}
+			rb := spec.RowBytes()
+			snaps = append(snaps, snap{ev.Layer, p,
+				bytes.Clone(buf[spec.KeyRowOffset(off) : spec.KeyRowOffset(off)+rb]),
+				bytes.Clone(buf[spec.ValueRowOffset(off) : spec.ValueRowOffset(off)+rb])})
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	h, err := e.Add(ctx, engine.Request{Tokens: prompt, Params: greedy(1), KeepKV: true, OnLayer: onLayer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := h.Collect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	blocks, n, ok := h.TakeKV()
+	if !ok {
+		t.Fatal("no KV kept")
+	}
+	defer e.Free(blocks)
+	if orderErr != nil {
+		t.Fatal(orderErr)
+	}
+	for l, c := range covered {
+		if c != n {
+			t.Errorf("layer %d: events covered %d tokens, want %d", l, c, n)
+		}
+	}
+	if len(snaps) != spec.Layers*n {
+		t.Fatalf("%d row snapshots, want %d", len(snaps), spec.Layers*n)
+	}
+	for _, s := range snaps {
+		blk, off := blocks[s.pos/spec.BlockSize], s.pos%spec.BlockSize
+		if err := e.Cache().ReadBlock(s.layer, int(blk), buf); err != nil {
+			t.Fatal(err)
+		}
+		rb := spec.RowBytes()
+		if !bytes.Equal(s.k, buf[spec.KeyRowOffset(off):spec.KeyRowOffset(off)+rb]) ||
+			!bytes.Equal(s.v, buf[spec.ValueRowOffset(off):spec.ValueRowOffset(off)+rb]) {
+			t.Fatalf("layer %d token %d: bytes at event time differ from the final cache", s.layer, s.pos)
+		}
 	}
 }

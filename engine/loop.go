@@ -45,18 +45,45 @@ func (e *Engine) loop(ctx context.Context) {
 			continue
 		}
 		e.buildBatch(&b, plan)
+		onLayer := e.layerHook(plan)
 		for _, w := range plan.Work {
 			e.handles[w.Seq].inFlight = true
 		}
 		e.mu.Unlock()
 
 		start := time.Now()
-		logits, err := e.model.Forward(ctx, e.cache, &b, nil)
+		logits, err := e.model.Forward(ctx, e.cache, &b, onLayer)
 		elapsed := time.Since(start)
 
 		e.mu.Lock()
 		e.finishStep(plan, logits, err, elapsed)
 		e.mu.Unlock()
+	}
+}
+
+// layerHook returns the forward pass's per-layer callback, which reports the
+// stored layer to every request of the plan that asked for layer events, or
+// nil when none did. It captures the handlers and ranges under the engine
+// lock, so the callback reads no engine state during the pass.
+func (e *Engine) layerHook(plan scheduler.Plan) func(int) {
+	type target struct {
+		fn       func(LayerEvent)
+		from, to int
+		blocks   []int32
+	}
+	var ts []target
+	for _, w := range plan.Work {
+		if h := e.handles[w.Seq]; h.onLayer != nil {
+			ts = append(ts, target{h.onLayer, w.Start, w.Start + w.N, w.Seq.Table.Blocks()})
+		}
+	}
+	if len(ts) == 0 {
+		return nil
+	}
+	return func(layer int) {
+		for _, t := range ts {
+			t.fn(LayerEvent{Layer: layer, From: t.from, To: t.to, Blocks: t.blocks})
+		}
 	}
 }
 
