@@ -112,6 +112,10 @@ __global__ void k_quantize_q8_1(int8_t *qs, half2 *ds, const float *x, size_t nb
 	if (threadIdx.x % 32 == 0) ds[b] = __halves2half2(__float2half_rn(d), __float2half_rn(sum * d));
 }
 
+// tc_block_dot is one weight block's contribution, in the reference's order
+// of operations. The _rn intrinsics are never fused into FMAs, so every
+// instantiation (token group size) rounds identically: that is what makes
+// the product batch-invariant bit for bit.
 template <int TYPE>
 static __device__ __forceinline__ float tc_block_dot(const uint8_t *wqs, const uint8_t *wsc, const int4 a0,
                                                      const int4 a1, half2 ads) {
@@ -126,7 +130,7 @@ static __device__ __forceinline__ float tc_block_dot(const uint8_t *wqs, const u
 		s = __dp4a(w1.y, a1.y, s);
 		s = __dp4a(w1.z, a1.z, s);
 		s = __dp4a(w1.w, a1.w, s);
-		return __half2float(*(const half *)wsc) * a.x * (float)s;
+		return __fmul_rn(__fmul_rn(__half2float(*(const half *)wsc), a.x), (float)s);
 	}
 	const int4 w = *(const int4 *)wqs;
 	const int m = 0x0F0F0F0F;
@@ -149,10 +153,10 @@ static __device__ __forceinline__ float tc_block_dot(const uint8_t *wqs, const u
 		sa = __dp4a(ones, a1.y, sa);
 		sa = __dp4a(ones, a1.z, sa);
 		sa = __dp4a(ones, a1.w, sa);
-		return __half2float(*(const half *)wsc) * a.x * (float)(s - 8 * sa);
+		return __fmul_rn(__fmul_rn(__half2float(*(const half *)wsc), a.x), (float)(s - 8 * sa));
 	}
 	float2 dm = __half22float2(*(const half2 *)wsc);
-	return dm.x * a.x * (float)s + dm.y * a.y;
+	return __fadd_rn(__fmul_rn(__fmul_rn(dm.x, a.x), (float)s), __fmul_rn(dm.y, a.y));
 }
 
 // k_mmvq: dst[t, row] for NC tokens starting at t0 + blockIdx.y*NC; one warp
@@ -179,7 +183,7 @@ __global__ void __launch_bounds__(TC_MV_WARPS * 32)
 		for (int c = 0; c < NC; c++) {
 			size_t xb = (size_t)(t + c) * nbr + b;
 			const int4 *xq = (const int4 *)(xqs + xb * 32);
-			acc[c] += tc_block_dot<TYPE>(bq, bs, xq[0], xq[1], xds[xb]);
+			acc[c] = __fadd_rn(acc[c], tc_block_dot<TYPE>(bq, bs, xq[0], xq[1], xds[xb]));
 		}
 	}
 #pragma unroll
