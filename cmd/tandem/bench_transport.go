@@ -24,7 +24,8 @@ func runBenchTransport(ctx context.Context, args []string, stdout io.Writer) err
 	sizes := fs.String("sizes", "16K,64K,256K,1M,4M", "comma-separated transfer sizes (K and M suffixes, multiples of 16K)")
 	fs.IntVar(&opts.Runs, "runs", opts.Runs, "repetitions per figure; the median is reported")
 	fs.DurationVar(&opts.MinTime, "min-time", opts.MinTime, "minimum measured time per repetition")
-	fs.IntVar(&opts.ChunkBytes, "chunk", opts.ChunkBytes, "chunk size in bytes for gRPC and shared-memory transfers")
+	fs.IntVar(&opts.ChunkBytes, "chunk", opts.ChunkBytes, "chunk size in bytes of gRPC transfers")
+	fs.IntVar(&opts.SHMChunkBytes, "shm-chunk", opts.SHMChunkBytes, "chunk (staging slot) size in bytes of shared-memory transfers")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

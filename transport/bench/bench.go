@@ -22,24 +22,29 @@ type Options struct {
 	Sizes      []int         // transfer sizes in bytes, multiples of 16 KiB
 	Runs       int           // repetitions per figure; the median is reported
 	MinTime    time.Duration // minimum measured time per repetition
-	ChunkBytes int           // chunk size of the gRPC and shm transfers
-	Logger     *slog.Logger
+	ChunkBytes int           // chunk size of gRPC transfers
+	// SHMChunkBytes is the shared-memory chunk (and staging slot) size;
+	// smaller than the gRPC chunk so that the sender's copy into one slot
+	// overlaps the receiver's copy out of another within a transfer.
+	SHMChunkBytes int
+	Logger        *slog.Logger
 }
 
 // DefaultOptions measures 16 KiB to 4 MiB, median of 5.
 func DefaultOptions() Options {
 	return Options{
-		Sizes:      []int{16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20},
-		Runs:       5,
-		MinTime:    200 * time.Millisecond,
-		ChunkBytes: 1 << 20,
-		Logger:     slog.New(slog.DiscardHandler),
+		Sizes:         []int{16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20},
+		Runs:          5,
+		MinTime:       200 * time.Millisecond,
+		ChunkBytes:    1 << 20,
+		SHMChunkBytes: 256 << 10,
+		Logger:        slog.New(slog.DiscardHandler),
 	}
 }
 
 // Validate checks the options.
 func (o Options) Validate() error {
-	if len(o.Sizes) == 0 || o.Runs <= 0 || o.MinTime <= 0 || o.ChunkBytes < 4<<10 || o.Logger == nil {
+	if len(o.Sizes) == 0 || o.Runs <= 0 || o.MinTime <= 0 || o.ChunkBytes < 4<<10 || o.SHMChunkBytes < 4<<10 || o.Logger == nil {
 		return fmt.Errorf("bench: invalid options %+v", o)
 	}
 	for _, s := range o.Sizes {
@@ -62,12 +67,13 @@ type SizeResult struct {
 // Report is the benchmark's JSON output. The top-level throughputs are the
 // 1 MiB figures, the size the targets are stated for.
 type Report struct {
-	Host       string       `json:"host"`
-	CPUs       int          `json:"cpus"`
-	GoVersion  string       `json:"go_version"`
-	Runs       int          `json:"runs"`
-	ChunkBytes int          `json:"chunk_bytes"`
-	Sizes      []SizeResult `json:"sizes"`
+	Host          string       `json:"host"`
+	CPUs          int          `json:"cpus"`
+	GoVersion     string       `json:"go_version"`
+	Runs          int          `json:"runs"`
+	ChunkBytes    int          `json:"chunk_bytes"`
+	SHMChunkBytes int          `json:"shm_chunk_bytes"`
+	Sizes         []SizeResult `json:"sizes"`
 
 	GRPCGbps     float64 `json:"grpc_gbps"`
 	TCPGbps      float64 `json:"tcp_gbps"`
@@ -102,7 +108,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		return nil, err
 	}
 	host, _ := os.Hostname()
-	rep := &Report{Host: host, CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), Runs: opts.Runs, ChunkBytes: opts.ChunkBytes}
+	rep := &Report{Host: host, CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), Runs: opts.Runs, ChunkBytes: opts.ChunkBytes, SHMChunkBytes: opts.SHMChunkBytes}
 	dir, err := os.MkdirTemp("", "tandem-bench-*")
 	if err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
@@ -114,7 +120,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if err := os.Mkdir(dir+"/sweep", 0o700); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
-	e, err := newEndpoint(ctx, sweep, dir+"/sweep", opts.ChunkBytes, opts.Logger)
+	e, err := newEndpoint(ctx, sweep, dir+"/sweep", opts, opts.Logger)
 	if err != nil {
 		return nil, err
 	}
@@ -138,7 +144,10 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		if r.TCPGbps, err = push(func() (time.Duration, error) { return tcp.transfer(ctx, src[:size]) }); err != nil {
 			return nil, fmt.Errorf("bench: tcp %d: %w", size, err)
 		}
-		if r.SHMGbps, err = push(func() (time.Duration, error) { d, _, err := e.transfer(ctx, e.shm, n, opts.ChunkBytes); return d, err }); err != nil {
+		if r.SHMGbps, err = push(func() (time.Duration, error) {
+			d, _, err := e.transfer(ctx, e.shm, n, opts.SHMChunkBytes)
+			return d, err
+		}); err != nil {
 			return nil, fmt.Errorf("bench: shm %d: %w", size, err)
 		}
 		if r.MemcpyGbps, err = push(func() (time.Duration, error) { return memcpy(memDst[:size], src[:size]), nil }); err != nil {
@@ -174,7 +183,7 @@ func kv1024(ctx context.Context, opts Options, dir string, rep *Report) error {
 	if err := os.Mkdir(dir+"/kv", 0o700); err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}
-	e, err := newEndpoint(ctx, spec, dir+"/kv", opts.ChunkBytes, opts.Logger)
+	e, err := newEndpoint(ctx, spec, dir+"/kv", opts, opts.Logger)
 	if err != nil {
 		return err
 	}
@@ -191,22 +200,22 @@ func kv1024(ctx context.Context, opts Options, dir string, rep *Report) error {
 		slices.Sort(runs)
 		return runs[len(runs)/2], nil
 	}
-	via := func(c func() transport.Conn) func() (time.Duration, error) {
+	via := func(c func() transport.Conn, chunk int) func() (time.Duration, error) {
 		return func() (time.Duration, error) {
-			_, total, err := e.transfer(ctx, c(), n, opts.ChunkBytes)
+			_, total, err := e.transfer(ctx, c(), n, chunk)
 			return total, err
 		}
 	}
 	if _, _, err := e.transfer(ctx, e.grpcTLS, n, opts.ChunkBytes); err != nil { // warm up
 		return err
 	}
-	if rep.KV1024TokensMs, err = ms(via(func() transport.Conn { return e.grpcTLS })); err != nil {
+	if rep.KV1024TokensMs, err = ms(via(func() transport.Conn { return e.grpcTLS }, opts.ChunkBytes)); err != nil {
 		return fmt.Errorf("bench: kv over grpc mtls: %w", err)
 	}
-	if rep.KV1024PlainMs, err = ms(via(func() transport.Conn { return e.grpc })); err != nil {
+	if rep.KV1024PlainMs, err = ms(via(func() transport.Conn { return e.grpc }, opts.ChunkBytes)); err != nil {
 		return fmt.Errorf("bench: kv over grpc: %w", err)
 	}
-	if rep.KV1024SHMMs, err = ms(via(func() transport.Conn { return e.shm })); err != nil {
+	if rep.KV1024SHMMs, err = ms(via(func() transport.Conn { return e.shm }, opts.SHMChunkBytes)); err != nil {
 		return fmt.Errorf("bench: kv over shm: %w", err)
 	}
 	tcp, err := newTCPPair(int(rep.KVBytes))

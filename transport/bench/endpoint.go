@@ -36,7 +36,7 @@ type endpoint struct {
 
 const decodeNode = "bench-decode"
 
-func newEndpoint(ctx context.Context, spec kernels.KVSpec, dir string, chunk int, log *slog.Logger) (e *endpoint, err error) {
+func newEndpoint(ctx context.Context, spec kernels.KVSpec, dir string, opts Options, log *slog.Logger) (e *endpoint, err error) {
 	e = &endpoint{spec: spec, secret: make([]byte, 32), alloc: newPool(spec.Blocks)}
 	defer func() {
 		if err != nil {
@@ -69,7 +69,7 @@ func newEndpoint(ctx context.Context, spec kernels.KVSpec, dir string, chunk int
 
 	// gRPC, plaintext: the same bytes on the same loopback as the TCP baseline.
 	plain := grpcx.DefaultConfig()
-	plain.Insecure, plain.Logger, plain.MaxChunkBytes = true, log, max(chunk, 4<<10)
+	plain.Insecure, plain.Logger, plain.MaxChunkBytes = true, log, opts.ChunkBytes
 	if e.grpc, err = e.serveGRPC(ctx, plain, plain, local); err != nil {
 		return nil, err
 	}
@@ -91,7 +91,7 @@ func newEndpoint(ctx context.Context, spec kernels.KVSpec, dir string, chunk int
 	}
 	// Shared memory.
 	scfg := shm.DefaultConfig()
-	scfg.Logger, scfg.SlotBytes = log, max(chunk, 4<<10)
+	scfg.Logger, scfg.SlotBytes, scfg.Slots = log, opts.SHMChunkBytes, 8
 	sdir := filepath.Join(dir, "shm")
 	if err := os.Mkdir(sdir, 0o700); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
