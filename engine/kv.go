@@ -31,10 +31,13 @@ func (e *Engine) Free(blocks []int32) {
 	e.kick()
 }
 
-// PinKV takes a reference on the blocks that hold h's computed tokens, so
-// they can be read (exported) while the request keeps running or after it
-// ends. It returns the blocks covering the first tokens tokens; the caller
-// releases them with Free.
+// PinKV takes a reference on the full blocks of h's computed tokens, so they
+// can be read (exported) from another goroutine while the request keeps
+// running or after it ends: full blocks are never written again, whereas the
+// block holding the newest tokens is, by every step. It returns those blocks
+// and the number of tokens they hold (a multiple of the block size, possibly
+// zero); the caller releases them with Free. For the whole KV of a finished
+// request use Request.KeepKV and Handle.TakeKV.
 func (e *Engine) PinKV(h *Handle) (blocks []int32, tokens int, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -42,12 +45,12 @@ func (e *Engine) PinKV(h *Handle) (blocks []int32, tokens int, err error) {
 	if e.handles[q] != h {
 		return nil, 0, fmt.Errorf("%w: request %d is not running", ErrInvalidRequest, q.ID)
 	}
-	tokens = q.Computed
-	blocks = append([]int32(nil), q.Table.Blocks()[:e.kv.BlocksFor(tokens)]...)
+	full := q.Computed / e.kv.BlockSize()
+	blocks = append([]int32(nil), q.Table.Blocks()[:full]...)
 	if err := e.kv.Retain(blocks); err != nil {
 		return nil, 0, fmt.Errorf("engine: pin request %d: %w", q.ID, err)
 	}
-	return blocks, tokens, nil
+	return blocks, full * e.kv.BlockSize(), nil
 }
 
 // AddPrefilled queues a request whose first computed tokens already have

@@ -144,8 +144,10 @@ func TestPinKVWhileRunning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n < len(prompts()[2]) || len(blocks) != e.BlockManager().BlocksFor(n) {
-		t.Fatalf("pinned %d blocks for %d tokens", len(blocks), n)
+	// At least the 26 prompt tokens are computed (decoding goes on): only
+	// full blocks are pinned, never the block the next steps write.
+	if bs := e.BlockManager().BlockSize(); n < 24 || n%bs != 0 || len(blocks) != n/bs {
+		t.Fatalf("pinned %d blocks for %d tokens, want whole blocks covering at least 24", len(blocks), n)
 	}
 	h.Cancel()
 	waitFor(t, func() bool { return e.Load().Running == 0 })
