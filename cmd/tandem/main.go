@@ -86,6 +86,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	switch args[0] {
 	case "engine":
 		return runBenchEngine(ctx, args[1:], stdout, stderr)
+	case "serve":
+		return runBenchServe(ctx, args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "tandem: unknown benchmark %q (engine, transport)\n", args[0])
 	return errUsage
