@@ -3,7 +3,7 @@
 # toolchain: the GPU test binaries of kernels/cuda, kernels/comm and
 # kernels/nvml in .cache/gpucheck/ (git-ignored; carry it to the GPU host
 # with the working tree), and a prebuilt kernel library for hosts without
-# nvcc. About 33 MB in all, inside what a device run may carry.
+# nvcc.
 #
 #   scripts/build-gpu-check.sh
 #
@@ -17,8 +17,20 @@ cd "$root"
 rm -rf "$out"
 mkdir -p "$out"
 
+# Stripped (-s -w): the binaries travel with the tree to the GPU host.
 for pkg in cuda comm nvml; do
-	go test -c -o "$out/$pkg.test" "./kernels/$pkg"
+	go test -c -ldflags='-s -w' -o "$out/$pkg.test" "./kernels/$pkg"
+done
+# Every other package with GPU tests (gated by TANDEM_CUDA_TESTS) gets a
+# binary too; gpu-check.sh runs their GPU tests from the package folder
+# listed in the manifest.
+: >"$out/extra.txt"
+for dir in $(grep -rl --include='*_test.go' TANDEM_CUDA_TESTS . | xargs -r -n1 dirname | sort -u); do
+	dir="${dir#./}"
+	case "$dir" in kernels/cuda | kernels/comm | kernels/nvml) continue ;; esac
+	name="$(echo "$dir" | tr / _).test"
+	go test -c -ldflags='-s -w' -o "$out/$name" "./$dir"
+	echo "$name $dir" >>"$out/extra.txt"
 done
 # A library built here is a fallback for GPU hosts without nvcc.
 if scripts/build-cuda.sh >/dev/null 2>&1; then

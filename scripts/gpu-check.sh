@@ -25,6 +25,7 @@ failed=()
 
 section "host"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.memory --format=csv,noheader || echo "nvidia-smi not found"
+touch "$bin/extra.txt" 2>/dev/null || true
 for t in cuda comm nvml; do
 	[[ -x "$bin/$t.test" ]] || { echo "gpu-check: $bin/$t.test missing: run scripts/build-gpu-check.sh where Go is installed"; exit 2; }
 done
@@ -50,17 +51,22 @@ nccl_dir="$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.n
 [[ -n "$nccl_dir" ]] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$nccl_dir"
 
 section "tests"
+: >"$out/tests.txt"
 run_tests() {
-	local pkg=$1
-	shift
-	if ! (cd "kernels/$pkg" && timeout 180 "$bin/$pkg.test" -test.count=1 -test.v "$@") >"$out/test-$pkg.txt" 2>&1; then
-		failed+=("tests:$pkg")
+	local dir=$1 exe=$2
+	shift 2
+	echo "### $dir" >>"$out/tests.txt"
+	if ! (cd "$dir" && timeout 180 "$exe" -test.count=1 -test.v "$@") >>"$out/tests.txt" 2>&1; then
+		failed+=("tests:$dir")
 	fi
-	grep -E '^(--- |ok|FAIL|PASS)|_test.go' "$out/test-$pkg.txt"
 }
-run_tests cuda -test.run 'GPU|NewDefault|Devices'
-run_tests comm -test.run 'TensorParallel|NCCL'
-run_tests nvml -test.run 'OpenRealLibrary|Inventory|Metrics'
+run_tests kernels/cuda "$bin/cuda.test" -test.run 'GPU|NewDefault|Devices|Library'
+run_tests kernels/comm "$bin/comm.test" -test.run 'TensorParallel|NCCL'
+run_tests kernels/nvml "$bin/nvml.test" -test.run 'OpenRealLibrary|Inventory|Metrics'
+while read -r exe dir; do
+	[[ -n "$exe" ]] && run_tests "$dir" "$bin/$exe" -test.run 'GPU|CUDA|Cuda'
+done <"$bin/extra.txt"
+grep -E '^(###|--- |ok|FAIL|PASS|panic)|_test.go' "$out/tests.txt"
 
 section "matrix-vector benchmarks"
 (cd kernels/cuda && timeout 150 "$bin/cuda.test" -test.run '^$' -test.bench 'MatVec' -test.benchtime 200x) >"$out/bench.txt" 2>&1 || failed+=("bench:matvec")
