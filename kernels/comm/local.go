@@ -142,7 +142,7 @@ func (g *Group) join(rank int, buf []float32, rows, cols int) (*round, error) {
 	return rd, nil
 }
 
-// breakGroup fails rd (unless it already completed) and every later call.
+// breakGroup fails rd and every later call, unless rd already completed.
 func (g *Group) breakGroup(rd *round, err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -150,16 +150,18 @@ func (g *Group) breakGroup(rd *round, err error) {
 }
 
 func (g *Group) breakLocked(rd *round, err error) {
+	select {
+	case <-rd.done:
+		// Completed before the break (the cancelling rank lost the race):
+		// its result stands and the group stays whole.
+		return
+	default:
+	}
 	if g.err == nil {
 		g.err = err
 	}
-	select {
-	case <-rd.done:
-		// Completed before the break: its result stands.
-	default:
-		rd.err = err
-		close(rd.done)
-	}
+	rd.err = err
+	close(rd.done)
 }
 
 // Close implements Communicator. A rank that closes while others wait in a
