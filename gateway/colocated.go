@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 	"sync"
 
 	tandemv1 "github.com/tandemserve/tandem/proto/tandem/v1"
@@ -78,10 +79,16 @@ func (c *Colocated) Generate(ctx context.Context, job *Job, emit func(int32) err
 	}
 	var failed []int
 	var lastErr error
-	for range c.attempts {
+	for attempt := range c.attempts {
+		t0 := time.Now()
 		i := c.pick(failed)
 		if i < 0 {
 			break
+		}
+		if attempt == 0 {
+			job.Placed(time.Since(t0))
+		} else {
+			job.Resumed()
 		}
 		tokens := append(slices.Clone(job.Tokens), out...)
 		finish, err := c.workers[i].Run(ctx, runRequest(job, tokens, len(out)), tracked)

@@ -130,9 +130,15 @@ func (d *Disaggregated) Generate(ctx context.Context, job *Job, emit func(int32)
 	var failed []string
 	var lastErr error
 	for attempt := range d.cfg.Attempts {
+		t0 := time.Now()
 		dec, done, err := d.pick(d.decode, failed)
 		if err != nil {
 			return "", errors.Join(err, lastErr)
+		}
+		if attempt == 0 {
+			job.Placed(time.Since(t0))
+		} else {
+			job.Resumed()
 		}
 		var finish string
 		if len(out) == 0 && job.Params.MaxTokens > 1 {

@@ -23,6 +23,26 @@ type Job struct {
 	Tokens   []int32
 	Params   sample.Params
 	Priority int
+
+	// Observation hooks the gateway sets; routers report through Placed
+	// and Resumed.
+	onPlaced  func(took time.Duration)
+	onResumed func()
+}
+
+// Placed reports that the job's workers were chosen, took after the router
+// started on it; it marks the end of the job's queueing at the gateway.
+func (j *Job) Placed(took time.Duration) {
+	if j.onPlaced != nil {
+		j.onPlaced(took)
+	}
+}
+
+// Resumed reports that the job moved to another worker after a failure.
+func (j *Job) Resumed() {
+	if j.onResumed != nil {
+		j.onResumed()
+	}
 }
 
 // Router runs jobs on workers.
@@ -311,6 +331,11 @@ func (g *Gateway) Generate(ctx context.Context, in Input, sink func(Delta) error
 		}
 		return nil
 	}
+	job.onPlaced = func(took time.Duration) {
+		g.metrics.Placement.Observe(took.Seconds())
+		g.metrics.Queue.Observe(time.Since(arrived).Seconds())
+	}
+	job.onResumed = g.metrics.Resumes.Inc
 	finish, err := g.router.Generate(ctx, job, emit)
 	res.CompletionTokens = len(res.Tokens)
 	g.metrics.OutputTokens.Add(float64(res.CompletionTokens))

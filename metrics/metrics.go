@@ -93,32 +93,34 @@ func NewTransfer(r *Registry) *Transfer {
 	return t
 }
 
-// RegisterEngine exports an engine's load, read at scrape time, labelled with
-// the worker's role.
-func RegisterEngine(r *Registry, role string, load func() engine.Load) {
-	r.reg.MustRegister(&engineCollector{role: role, load: load})
+// RegisterEngine exports an engine's load, read at scrape time, labelled
+// with the worker's role. Several workers may share one registry (tandem dev)
+// as long as their roles differ.
+func RegisterEngine(r *Registry, role string, load func() engine.Load) error {
+	c := &engineCollector{load: load}
+	desc := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, nil, prometheus.Labels{"role": role})
+	}
+	c.running = desc("tandem_requests_running", "Sequences in the engine's running batch.")
+	c.waiting = desc("tandem_requests_waiting", "Sequences waiting to be scheduled.")
+	c.kvUsage = desc("tandem_kv_cache_usage_ratio", "Fraction of KV blocks in use (not free or evictable).")
+	c.queries = desc("tandem_prefix_cache_queries_total", "Full prompt blocks looked up in the prefix cache.")
+	c.hits = desc("tandem_prefix_cache_hits_total", "Full prompt blocks found in the prefix cache.")
+	c.preempt = desc("tandem_preemptions_total", "Sequences preempted under memory pressure.")
+	c.decoded = desc("tandem_engine_decode_tokens_total", "Tokens decoded by the engine.")
+	c.prompt = desc("tandem_engine_prompt_tokens_total", "Prompt tokens computed by the engine.")
+	return r.reg.Register(c)
 }
 
 type engineCollector struct {
-	role string
-	load func() engine.Load
+	load                                                               func() engine.Load
+	running, waiting, kvUsage, queries, hits, preempt, decoded, prompt *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*engineCollector)(nil)
 
-var (
-	descRunning = prometheus.NewDesc("tandem_requests_running", "Sequences in the engine's running batch.", []string{"role"}, nil)
-	descWaiting = prometheus.NewDesc("tandem_requests_waiting", "Sequences waiting to be scheduled.", []string{"role"}, nil)
-	descKVUsage = prometheus.NewDesc("tandem_kv_cache_usage_ratio", "Fraction of KV blocks in use (not free or evictable).", []string{"role"}, nil)
-	descQueries = prometheus.NewDesc("tandem_prefix_cache_queries_total", "Full prompt blocks looked up in the prefix cache.", []string{"role"}, nil)
-	descHits    = prometheus.NewDesc("tandem_prefix_cache_hits_total", "Full prompt blocks found in the prefix cache.", []string{"role"}, nil)
-	descPreempt = prometheus.NewDesc("tandem_preemptions_total", "Sequences preempted under memory pressure.", []string{"role"}, nil)
-	descDecoded = prometheus.NewDesc("tandem_engine_decode_tokens_total", "Tokens decoded by the engine.", []string{"role"}, nil)
-	descPrompt  = prometheus.NewDesc("tandem_engine_prompt_tokens_total", "Prompt tokens computed by the engine.", []string{"role"}, nil)
-)
-
 func (c *engineCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRunning, descWaiting, descKVUsage, descQueries, descHits, descPreempt, descDecoded, descPrompt} {
+	for _, d := range []*prometheus.Desc{c.running, c.waiting, c.kvUsage, c.queries, c.hits, c.preempt, c.decoded, c.prompt} {
 		ch <- d
 	}
 }
@@ -129,12 +131,12 @@ func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
 	if l.TotalBlocks > 0 {
 		usage = float64(l.TotalBlocks-l.FreeBlocks) / float64(l.TotalBlocks)
 	}
-	ch <- prometheus.MustNewConstMetric(descRunning, prometheus.GaugeValue, float64(l.Running), c.role)
-	ch <- prometheus.MustNewConstMetric(descWaiting, prometheus.GaugeValue, float64(l.Waiting), c.role)
-	ch <- prometheus.MustNewConstMetric(descKVUsage, prometheus.GaugeValue, usage, c.role)
-	ch <- prometheus.MustNewConstMetric(descQueries, prometheus.CounterValue, float64(l.PrefixHits+l.PrefixMisses), c.role)
-	ch <- prometheus.MustNewConstMetric(descHits, prometheus.CounterValue, float64(l.PrefixHits), c.role)
-	ch <- prometheus.MustNewConstMetric(descPreempt, prometheus.CounterValue, float64(l.Preemptions), c.role)
-	ch <- prometheus.MustNewConstMetric(descDecoded, prometheus.CounterValue, float64(l.DecodeTokens), c.role)
-	ch <- prometheus.MustNewConstMetric(descPrompt, prometheus.CounterValue, float64(l.PromptTokens), c.role)
+	ch <- prometheus.MustNewConstMetric(c.running, prometheus.GaugeValue, float64(l.Running))
+	ch <- prometheus.MustNewConstMetric(c.waiting, prometheus.GaugeValue, float64(l.Waiting))
+	ch <- prometheus.MustNewConstMetric(c.kvUsage, prometheus.GaugeValue, usage)
+	ch <- prometheus.MustNewConstMetric(c.queries, prometheus.CounterValue, float64(l.PrefixHits+l.PrefixMisses))
+	ch <- prometheus.MustNewConstMetric(c.hits, prometheus.CounterValue, float64(l.PrefixHits))
+	ch <- prometheus.MustNewConstMetric(c.preempt, prometheus.CounterValue, float64(l.Preemptions))
+	ch <- prometheus.MustNewConstMetric(c.decoded, prometheus.CounterValue, float64(l.DecodeTokens))
+	ch <- prometheus.MustNewConstMetric(c.prompt, prometheus.CounterValue, float64(l.PromptTokens))
 }

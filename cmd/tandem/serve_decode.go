@@ -60,8 +60,13 @@ func (n *workerNode) close() {
 // startWorker opens the model, starts the engine and the role's gRPC service
 // and registers them in g; they stop when ctx ends. mk builds the role's
 // service once the engine runs.
-func startWorker(ctx context.Context, g *errgroup.Group, cfg serveConfig, role string, log *slog.Logger,
+//
+// reg receives the worker's metrics; nil means a registry of its own.
+func startWorker(ctx context.Context, g *errgroup.Group, cfg serveConfig, role string, log *slog.Logger, reg *metrics.Registry,
 	mk func(n *workerNode) (tandemv1.WorkerServer, error)) (*workerNode, error) {
+	if reg == nil {
+		reg = metrics.NewRegistry()
+	}
 	ec, err := cfg.engineConfig()
 	if err != nil {
 		return nil, err
@@ -75,7 +80,7 @@ func startWorker(ctx context.Context, g *errgroup.Group, cfg serveConfig, role s
 		closeAll()
 		return nil, err
 	}
-	n := &workerNode{role: role, model: m, eng: eng, cache: cache, reg: metrics.NewRegistry(), closeAll: closeAll}
+	n := &workerNode{role: role, model: m, eng: eng, cache: cache, reg: reg, closeAll: closeAll}
 	if n.lis, err = listen(cfg.Listen); err != nil {
 		n.close()
 		return nil, err
@@ -86,7 +91,11 @@ func startWorker(ctx context.Context, g *errgroup.Group, cfg serveConfig, role s
 		n.close()
 		return nil, err
 	}
-	metrics.RegisterEngine(n.reg, role, eng.Load)
+	if err := metrics.RegisterEngine(n.reg, role, eng.Load); err != nil {
+		n.lis.Close()
+		n.close()
+		return nil, err
+	}
 	n.grpc = grpc.NewServer()
 	tandemv1.RegisterWorkerServer(n.grpc, svc)
 	serveGRPC(ctx, g, n.grpc, n.lis)
@@ -179,7 +188,7 @@ func runDecode(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
-	n, err := startWorker(gctx, g, cfg, "decode", log, newDecodeService(gctx, g, cfg, log))
+	n, err := startWorker(gctx, g, cfg, "decode", log, nil, newDecodeService(gctx, g, cfg, log))
 	if err != nil {
 		return err
 	}

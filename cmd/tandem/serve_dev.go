@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tandemserve/tandem/metrics"
 	"github.com/tandemserve/tandem/transport/dialer"
 )
 
@@ -52,9 +53,11 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}()
 
+	// One process, one registry: the gateway's /metrics shows every role.
+	reg := metrics.NewRegistry()
 	wcfg := cfg
 	wcfg.Listen = "127.0.0.1:0"
-	dec, err := startWorker(gctx, g, wcfg, "decode", cfg.logger(stderr, "decode"), newDecodeService(gctx, g, wcfg, cfg.logger(stderr, "decode")))
+	dec, err := startWorker(gctx, g, wcfg, "decode", cfg.logger(stderr, "decode"), reg, newDecodeService(gctx, g, wcfg, cfg.logger(stderr, "decode")))
 	if err != nil {
 		return err
 	}
@@ -64,14 +67,14 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if cfg.Mode == "disaggregated" {
 		routes := newKVRoutes(dialer.Config{})
 		routes.add(dec.Addr(), dec.recv)
-		pre, err := startWorker(gctx, g, wcfg, "prefill", cfg.logger(stderr, "prefill"), newPrefillService(routes, cfg.logger(stderr, "prefill")))
+		pre, err := startWorker(gctx, g, wcfg, "prefill", cfg.logger(stderr, "prefill"), reg, newPrefillService(routes, cfg.logger(stderr, "prefill")))
 		if err != nil {
 			return err
 		}
 		closers = append(closers, pre.close, routes.close)
 		gcfg.PrefillWorkers = []string{pre.Addr()}
 	}
-	gw, err := startGateway(gctx, g, gcfg, cfg.logger(stderr, "gateway"))
+	gw, err := startGateway(gctx, g, gcfg, cfg.logger(stderr, "gateway"), reg)
 	if err != nil {
 		return err
 	}

@@ -44,7 +44,9 @@ func (n *gatewayNode) close() {
 }
 
 // startGateway dials the workers and serves both APIs in g until ctx ends.
-func startGateway(ctx context.Context, g *errgroup.Group, cfg serveConfig, log *slog.Logger) (*gatewayNode, error) {
+// reg receives the gateway's metrics and is served at /metrics; nil means a
+// registry of its own.
+func startGateway(ctx context.Context, g *errgroup.Group, cfg serveConfig, log *slog.Logger, reg *metrics.Registry) (*gatewayNode, error) {
 	m, err := gateway.LoadModel(cfg.Model)
 	if err != nil {
 		return nil, err
@@ -91,7 +93,9 @@ func startGateway(ctx context.Context, g *errgroup.Group, cfg serveConfig, log *
 	}
 	gc := gateway.DefaultConfig()
 	gc.APIKeys, gc.MaxAdmittedTokens, gc.DefaultMaxTokens, gc.MaxBodyBytes, gc.Logger = cfg.APIKeys, cfg.MaxAdmittedTokens, cfg.DefaultMaxTokens, cfg.MaxBodyBytes, log
-	reg := metrics.NewRegistry()
+	if reg == nil {
+		reg = metrics.NewRegistry()
+	}
 	gw, err := gateway.New(gc, m, router, reg)
 	if err != nil {
 		n.close()
@@ -143,7 +147,7 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
-	n, err := startGateway(gctx, g, cfg, log)
+	n, err := startGateway(gctx, g, cfg, log, nil)
 	if err != nil {
 		return err
 	}

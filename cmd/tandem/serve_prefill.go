@@ -111,7 +111,7 @@ func runPrefill(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	routes := newKVRoutes(kvc)
 	defer routes.close()
-	n, err := startWorker(gctx, g, cfg, "prefill", log, newPrefillService(routes, log))
+	n, err := startWorker(gctx, g, cfg, "prefill", log, nil, newPrefillService(routes, log))
 	if err != nil {
 		return err
 	}
