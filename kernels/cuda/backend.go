@@ -42,7 +42,7 @@ func New(cfg Config) (*Backend, error) {
 	devs, err := lib.devices()
 	if err != nil {
 		lib.close()
-		return nil, fmt.Errorf("%w: no CUDA device (%v)", ErrNoCUDA, err)
+		return nil, fmt.Errorf("%w: no CUDA device: %w", ErrNoCUDA, err)
 	}
 	if len(devs) == 0 {
 		lib.close()

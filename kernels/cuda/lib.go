@@ -2,6 +2,7 @@ package cuda
 
 /*
 #cgo LDFLAGS: -ldl
+#cgo CFLAGS: -D_GNU_SOURCE
 #include <dlfcn.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -50,8 +51,12 @@ typedef struct {
 
 // tc_open loads the library at path into a. It returns NULL on success, or
 // the dlerror text or the name of a missing symbol.
+//
+// RTLD_NODELETE keeps the library mapped after the last dlclose: the CUDA
+// runtime linked into it registers kernels and exit handlers that must not be
+// unloaded and reinitialised each time a Backend closes and another opens.
 static const char *tc_open(const char *path, tc_api *a) {
-	void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
 	if (h == NULL) return dlerror();
 	TC_SYM(abi_version, "tandem_cuda_abi_version");
 	TC_SYM(strerror, "tandem_cuda_strerror");
