@@ -172,8 +172,12 @@ func (s *Server) place(key, requestID string, r *placement.Request) (*pb.Placeme
 		// Hashes beyond the prompt cannot be right; keep the prefix that fits rather than fail.
 		r.BlockHashes = r.BlockHashes[:r.PromptTokens/r.BlockTokens]
 	}
-	prefill, decode := s.candidates(st, &model, ok, r)
+	buf := s.candBufs.Get().(*candidateBuf)
+	prefill, decode := s.candidates(st, &model, ok, r, buf.prefill[:0], buf.decode[:0])
 	res, err := s.pipeline.Load().Place(r, prefill, decode)
+	// Result holds copies, so the candidate slices can be reused by the next placement.
+	buf.prefill, buf.decode = prefill[:0], decode[:0]
+	s.candBufs.Put(buf)
 	if err != nil {
 		return nil, err
 	}
@@ -227,7 +231,7 @@ func anyNodeListsModel(st *fsm.State, model string) bool {
 // candidates lists the workers that may take r. Safety rules live here, not in plugins, so no
 // policy can place on a dead, draining or excluded worker: only active nodes of the right role,
 // serving the model in an allowed pool, with fresh load and not suspected, become candidates.
-func (s *Server) candidates(st *fsm.State, model *fsm.Model, registered bool, r *placement.Request) (prefill, decode []placement.Candidate) {
+func (s *Server) candidates(st *fsm.State, model *fsm.Model, registered bool, r *placement.Request, prefill, decode []placement.Candidate) ([]placement.Candidate, []placement.Candidate) {
 	for _, n := range s.workersOf(st) {
 		if n.State != fsm.StateActive || r.Excluded(n.ID) || !n.Serves(r.Model) {
 			continue
@@ -255,6 +259,12 @@ func (s *Server) candidates(st *fsm.State, model *fsm.Model, registered bool, r 
 		}
 	}
 	return prefill, decode
+}
+
+// candidateBuf holds reusable candidate slices: at thousands of placements per second, building
+// fresh slices per request was most of the placement path's allocation.
+type candidateBuf struct {
+	prefill, decode []placement.Candidate
 }
 
 // workerIndex is the active prefill and decode workers of one State, sorted by id. Placement

@@ -41,6 +41,7 @@ type Server struct {
 	leaderTerm atomic.Uint64
 	cache      *placeCache
 	index      atomic.Pointer[workerIndex]
+	candBufs   sync.Pool // *candidateBuf
 
 	memberEvents chan membership.Event
 	stop         chan struct{}
@@ -84,6 +85,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, err
 	}
 	s.pipeline.Store(def)
+	s.candBufs.New = func() any { return &candidateBuf{} }
 	s.fsm = fsm.New(s.log, s.onStateChange)
 	if err := s.setupRaft(&deps); err != nil {
 		return nil, err
