@@ -96,6 +96,11 @@ type Report struct {
 // 16 KiB blocks, so an S-byte transfer is S/16 KiB blocks.
 const sweepBlock = 16 << 10
 
+// sweepSpec is one layer of 16 KiB blocks, room for two transfers of max bytes.
+func sweepSpec(max int) kernels.KVSpec {
+	return kernels.KVSpec{Layers: 1, Blocks: 2 * max / sweepBlock, BlockSize: 16, KVHeads: 4, HeadDim: 64, DType: kernels.KVF16}
+}
+
 // SmolLM2Spec is the default model's KV shape (30 layers, 3 KV heads of 64,
 // f16) with 16-token blocks: 23,592,960 bytes per 1,024 tokens.
 func SmolLM2Spec(blocks int) kernels.KVSpec {
@@ -116,7 +121,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	defer os.RemoveAll(dir)
 
 	maxSize := slices.Max(opts.Sizes)
-	sweep := kernels.KVSpec{Layers: 1, Blocks: 2 * maxSize / sweepBlock, BlockSize: 16, KVHeads: 4, HeadDim: 64, DType: kernels.KVF16}
+	sweep := sweepSpec(maxSize)
 	if err := os.Mkdir(dir+"/sweep", 0o700); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
