@@ -111,6 +111,9 @@ type Gateway struct {
 	log     *slog.Logger
 	keys    [][sha256.Size]byte
 	nextID  atomic.Uint64
+	// control holds the text of the model's control tokens, which chat
+	// content must not contain (see prepare).
+	control []string
 
 	mu       sync.Mutex
 	admitted int // prompt + max tokens of unfinished requests
@@ -136,6 +139,14 @@ func New(cfg Config, m Model, router Router, reg *metrics.Registry) (*Gateway, e
 	// neither the key's content nor its length.
 	for _, k := range cfg.APIKeys {
 		g.keys = append(g.keys, sha256.Sum256([]byte(k)))
+	}
+	for id := range m.Tokenizer.VocabSize() {
+		if m.Tokenizer.TokenType(int32(id)) != tokenizer.TypeControl {
+			continue
+		}
+		if text, ok := m.Tokenizer.TokenText(int32(id)); ok && text != "" {
+			g.control = append(g.control, text)
+		}
 	}
 	return g, nil
 }
@@ -224,14 +235,19 @@ func (g *Gateway) prepare(in Input) (*Job, error) {
 			default:
 				return nil, fieldErr(fmt.Sprintf("messages[%d].role", i), "unknown role %q", m.Role)
 			}
+			// The rendered conversation is encoded with control tokens
+			// recognised (the template's own turn markers), so content
+			// that spells one could forge a turn: refuse it.
+			for _, c := range g.control {
+				if strings.Contains(m.Content, c) {
+					return nil, fieldErr(fmt.Sprintf("messages[%d].content", i), "contains the reserved control token %q", c)
+				}
+			}
 		}
 		text, err := tok.Render(in.Messages, true)
 		if err != nil {
 			return nil, fieldErr("messages", "%v", err)
 		}
-		// The template's control tokens are parsed; message content was
-		// rendered as text, so the client cannot forge them... except through
-		// the template itself, which is the model's own contract.
 		ids = tok.Encode(text, tokenizer.EncodeOptions{ParseSpecial: true})
 	case len(in.PromptTokens) > 0:
 		for i, t := range in.PromptTokens {
