@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"sync"
+	"time"
 )
 
 // Conn is a sender's connection to one receiver, made by a backend after a
@@ -61,6 +62,9 @@ type Stream interface {
 // BlockPair is one (source block, destination block) descriptor.
 type BlockPair struct{ Src, Dst int32 }
 
+// cancelTimeout bounds the cancel a failed transfer sends its receiver.
+const cancelTimeout = time.Second
+
 // DefaultChunkBytes is the default chunk size: big enough that per-frame
 // costs vanish, small enough to keep the pipeline full.
 const DefaultChunkBytes = 256 << 10
@@ -80,6 +84,7 @@ type Plan struct {
 // Outbound pushes one transfer. Its methods are called from one goroutine:
 // SendLayer for each layer as prefill computes it, then Commit.
 type Outbound struct {
+	conn  Conn
 	s     Stream
 	src   Memory
 	plan  Plan
@@ -96,7 +101,7 @@ type Outbound struct {
 // Push opens a transfer's stream on conn. On error the plan's Release has
 // run already.
 func Push(ctx context.Context, conn Conn, src Memory, plan Plan) (*Outbound, error) {
-	o := &Outbound{src: src, plan: plan, bb: src.Spec().BlockBytes()}
+	o := &Outbound{conn: conn, src: src, plan: plan, bb: src.Spec().BlockBytes()}
 	if o.plan.ChunkBytes == 0 {
 		o.plan.ChunkBytes = DefaultChunkBytes
 	}
@@ -224,6 +229,15 @@ func (o *Outbound) finish(err error) {
 		}
 		if o.s != nil {
 			_ = o.s.Close(err)
+		}
+		if err != nil && o.conn != nil {
+			// The receiver may never have seen the stream (it failed
+			// before the Open arrived): cancel explicitly so its blocks
+			// are freed now, not at lease expiry. Best effort and bounded;
+			// a receiver that already ended the transfer just refuses.
+			ctx, cancel := context.WithTimeout(context.Background(), cancelTimeout)
+			_ = o.conn.Cancel(ctx, o.plan.Grant, err.Error())
+			cancel()
 		}
 		if o.plan.Release != nil {
 			o.plan.Release(err)

@@ -236,10 +236,9 @@ func TestSHM_RoundTrip(t *testing.T) {
 
 func TestSHM_Failures(t *testing.T) {
 	tests := []struct {
-		name      string
-		act       func(t *testing.T, n *node, c *Conn, out *transport.Outbound) error
-		want      error
-		viaExpiry bool
+		name string
+		act  func(t *testing.T, n *node, c *Conn, out *transport.Outbound) error
+		want error
 	}{
 		{"receiver killed mid-transfer", func(t *testing.T, n *node, _ *Conn, out *transport.Outbound) error {
 			if err := out.SendLayer(context.Background(), 0); err != nil {
@@ -248,7 +247,7 @@ func TestSHM_Failures(t *testing.T) {
 			n.waitData(t, "f")
 			n.kill()
 			return sendRest(out, 1)
-		}, transport.ErrPeerLost, false},
+		}, transport.ErrPeerLost},
 		{"late chunk after lease expiry", func(t *testing.T, n *node, _ *Conn, out *transport.Outbound) error {
 			if err := out.SendLayer(context.Background(), 0); err != nil {
 				return err
@@ -259,19 +258,19 @@ func TestSHM_Failures(t *testing.T) {
 				t.Fatal("expired lease not freed")
 			}
 			return sendRest(out, 1)
-		}, transport.ErrLeaseExpired, false},
+		}, transport.ErrLeaseExpired},
 		{"sender deadline", func(t *testing.T, n *node, _ *Conn, out *transport.Outbound) error {
 			ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
 			defer cancel()
 			return out.SendLayer(ctx, 0)
-		}, transport.ErrTimeout, false},
+		}, transport.ErrTimeout},
 		{"owner cancels", func(t *testing.T, n *node, _ *Conn, out *transport.Outbound) error {
 			if err := out.SendLayer(context.Background(), 0); err != nil {
 				return err
 			}
 			n.recv.Cancel("f", "client went away")
 			return sendRest(out, 1)
-		}, transport.ErrCancelled, false},
+		}, transport.ErrCancelled},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -283,9 +282,6 @@ func TestSHM_Failures(t *testing.T) {
 				t.Fatalf("sender error = %v, want %v", err, tc.want)
 			}
 			rel.check(t, tc.want)
-			if tc.viaExpiry {
-				n.clock.Advance(ttl + time.Millisecond)
-			}
 			if !n.waitFreed() {
 				t.Fatalf("receiver blocks not freed: %+v", n.alloc.Stats())
 			}
