@@ -205,3 +205,13 @@ func klDiv(p, q []float32) float64 {
 	}
 	return kl
 }
+
+// TestEngineBenchRealModel prints the full engine benchmark report (batch
+// 1/4/16/32, 1,000-token TTFT) for $TANDEM_MODEL on the CPU backend; set
+// TANDEM_ENGINE_BENCH=1 (it takes minutes on two cores).
+func TestEngineBenchRealModel(t *testing.T) {
+	if os.Getenv("TANDEM_ENGINE_BENCH") != "1" {
+		t.Skip("benchmark run: set TANDEM_ENGINE_BENCH=1")
+	}
+	logBench(t, openReal(t).Llama)
+}
