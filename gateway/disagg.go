@@ -127,7 +127,7 @@ func (d *Disaggregated) Generate(ctx context.Context, job *Job, emit func(int32)
 		out = append(out, t)
 		return emit(t)
 	}
-	var failed []string
+	var failed, failedPrefill []string
 	var lastErr error
 	for attempt := range d.cfg.Attempts {
 		t0 := time.Now()
@@ -142,7 +142,7 @@ func (d *Disaggregated) Generate(ctx context.Context, job *Job, emit func(int32)
 		}
 		var finish string
 		if len(out) == 0 && job.Params.MaxTokens > 1 {
-			finish, err = d.split(ctx, job, attempt, dec, tracked)
+			finish, err = d.split(ctx, job, attempt, dec, failedPrefill, tracked)
 		} else {
 			// A resume (or a one-token request): the decode worker
 			// computes prompt and tokens so far itself.
@@ -153,16 +153,35 @@ func (d *Disaggregated) Generate(ctx context.Context, job *Job, emit func(int32)
 		if err == nil || ctx.Err() != nil || !workerGone(err) {
 			return finish, err
 		}
+		lastErr = err
+		var pe *prefillError
+		if errors.As(err, &pe) && status.Code(pe.err) != codes.Aborted {
+			// The prefill worker failed; Aborted instead means its KV
+			// transfer to the decode worker failed, which blames decode.
+			d.log.Warn("gateway: prefill worker failed; retrying", "request", job.ID, "worker", pe.addr, "err", err)
+			failedPrefill = append(failedPrefill, pe.addr)
+			continue
+		}
 		d.log.Warn("gateway: decode worker failed; resuming", "request", job.ID, "worker", dec.Addr(), "generated", len(out), "err", err)
 		failed = append(failed, dec.Addr())
-		lastErr = err
 	}
 	return "", fmt.Errorf("%w: %d attempts failed: %w", ErrNoWorkers, d.cfg.Attempts, lastErr)
 }
 
+// prefillError is a failed Prefill call, naming the worker.
+type prefillError struct {
+	addr string
+	err  error
+}
+
+func (e *prefillError) Error() string {
+	return fmt.Sprintf("gateway: prefill on %s: %v", e.addr, e.err)
+}
+func (e *prefillError) Unwrap() error { return e.err }
+
 // split runs one attempt as attach-then-prefill.
-func (d *Disaggregated) split(ctx context.Context, job *Job, attempt int, dec RemoteWorker, emit func(int32) error) (string, error) {
-	pre, done, err := d.pick(d.prefill, nil)
+func (d *Disaggregated) split(ctx context.Context, job *Job, attempt int, dec RemoteWorker, skipPrefill []string, emit func(int32) error) (string, error) {
+	pre, done, err := d.pick(d.prefill, skipPrefill)
 	if err != nil {
 		return "", err
 	}
@@ -193,7 +212,7 @@ func (d *Disaggregated) split(ctx context.Context, job *Job, attempt int, dec Re
 		DecodeKvAddr: kv.GetKvAddr(), DecodeKvSocket: kv.GetKvSocket(), DecodeHostId: kv.GetHostId(),
 	})
 	if err != nil {
-		return "", fmt.Errorf("gateway: prefill on %s: %w", pre.Addr(), err)
+		return "", &prefillError{addr: pre.Addr(), err: err}
 	}
 	if resp.FirstToken == nil {
 		return resp.GetFinishReason(), nil

@@ -21,6 +21,9 @@ import (
 	"log/slog"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/tandemserve/tandem/engine"
 	"github.com/tandemserve/tandem/kernels"
 	"github.com/tandemserve/tandem/metrics"
@@ -124,7 +127,8 @@ func (s *Server) Prefill(ctx context.Context, req *tandemv1.PrefillRequest) (*ta
 	if err != nil {
 		s.metrics.Failures.Inc()
 		s.dial.Drop(peer.NodeID)
-		return nil, worker.ToStatus(err)
+		// Aborted: the transfer failed and the request may be placed again.
+		return nil, status.Error(codes.Aborted, err.Error())
 	}
 	return &tandemv1.PrefillResponse{FirstToken: &first, Computed: int32(computed), KvBytes: n}, nil
 }

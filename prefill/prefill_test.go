@@ -96,7 +96,7 @@ func TestPrefillFailures(t *testing.T) {
 		{"resumed request", grant(resumed), codes.InvalidArgument, 0},
 		{"wrong model", grant(wrong), codes.NotFound, 0},
 		{"bad sampling", grant(&tandemv1.RunRequest{Tokens: []int32{5}, Sampling: &tandemv1.SamplingParams{MaxTokens: 4, TopP: 2}}), codes.InvalidArgument, 0},
-		{"unreachable decode", grant(run(5, 6, 7, 8, 9, 10)), codes.Internal, 1},
+		{"unreachable decode", grant(run(5, 6, 7, 8, 9, 10)), codes.Aborted, 1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
