@@ -14,15 +14,12 @@ import (
 // (and joins) it when leadership is lost or the server closes.
 func (s *Server) monitorLeadership() {
 	defer s.wg.Done()
-	var (
-		stopLeader chan struct{}
-		leaderDone chan struct{}
-	)
+	var run *leaderRun
 	stopLoop := func() {
-		if stopLeader != nil {
-			close(stopLeader)
-			<-leaderDone
-			stopLeader, leaderDone = nil, nil
+		if run != nil {
+			run.cancel()
+			<-run.done
+			run = nil
 		}
 	}
 	defer stopLoop()
@@ -33,39 +30,36 @@ func (s *Server) monitorLeadership() {
 		case isLeader := <-s.raft.LeaderCh():
 			stopLoop()
 			if isLeader {
-				stopLeader, leaderDone = make(chan struct{}), make(chan struct{})
-				go s.leaderLoop(stopLeader, leaderDone)
+				ctx, cancel := context.WithCancel(context.Background())
+				run = &leaderRun{cancel: cancel, done: make(chan struct{})}
+				go s.leaderLoop(ctx, run.done)
 			}
 		}
 	}
 }
 
-// leaderLoop is the leader-only work. It runs until stop is closed.
-func (s *Server) leaderLoop(stop <-chan struct{}, done chan<- struct{}) {
+// leaderRun is one running leader loop: its stop function and its exit signal.
+type leaderRun struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// leaderLoop is the leader-only work. It runs until ctx is cancelled (leadership lost or the
+// server closing); applies in progress see the same ctx and return promptly.
+func (s *Server) leaderLoop(ctx context.Context, done chan<- struct{}) {
 	defer close(done)
 	defer func() {
 		s.leaderTerm.Store(0)
 		s.cache.reset()
 	}()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		// Tie ctx to stop so applies in progress return promptly when leadership ends.
-		select {
-		case <-stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-
-	if !s.establish(ctx, stop) {
+	if !s.establish(ctx) {
 		return
 	}
 	t := time.NewTicker(s.cfg.ReconcileInterval)
 	defer t.Stop()
 	for {
 		select {
-		case <-stop:
+		case <-ctx.Done():
 			return
 		case e := <-s.memberEvents:
 			s.handleMemberEvent(ctx, e)
@@ -78,11 +72,11 @@ func (s *Server) leaderLoop(stop <-chan struct{}, done chan<- struct{}) {
 // establish makes the new leader ready: apply everything committed by earlier terms (Barrier),
 // publish this node's gRPC address, install the default policy on a fresh cluster, and only then
 // open placement by publishing the term. Retries until it works or leadership ends.
-func (s *Server) establish(ctx context.Context, stop <-chan struct{}) bool {
+func (s *Server) establish(ctx context.Context) bool {
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
 			select {
-			case <-stop:
+			case <-ctx.Done():
 				return false
 			case <-time.After(100 * time.Millisecond):
 			}

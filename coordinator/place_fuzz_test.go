@@ -7,15 +7,17 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tandemserve/tandem/coordinator/membership"
 	"github.com/tandemserve/tandem/coordinator/placement"
 	pb "github.com/tandemserve/tandem/proto/coordinator/v1"
 )
 
-// FuzzPlace feeds arbitrary requests to a leader: every answer must be a placement on a live
-// decode worker or one of the documented errors, never a panic.
-func FuzzPlace(f *testing.F) {
+// memServer starts a single-voter in-memory coordinator that leads, with workers that never
+// go stale.
+func memServer(tb testing.TB, reg prometheus.Registerer) *Server {
+	tb.Helper()
 	cfg := validConfig()
 	cfg.Bootstrap = true
 	cfg.DeadGrace, cfg.LoadTTL = time.Hour, time.Hour
@@ -23,15 +25,25 @@ func FuzzPlace(f *testing.F) {
 	cfg.Gossip.Transport = membership.NewTestNetwork().NewTransport("n")
 	_, tr := raft.NewInmemTransport("")
 	store := raft.NewInmemStore()
-	s, err := New(cfg, Deps{Logger: discard(), Transport: tr, LogStore: store, StableStore: store, SnapshotStore: raft.NewInmemSnapshotStore()})
+	s, err := New(cfg, Deps{Logger: discard(), Registry: reg, Transport: tr, LogStore: store, StableStore: store, SnapshotStore: raft.NewInmemSnapshotStore()})
 	if err != nil {
-		f.Fatal(err)
+		tb.Fatal(err)
 	}
-	defer s.Close(context.Background())
+	tb.Cleanup(func() { s.Close(context.Background()) })
 	deadline := time.Now().Add(10 * time.Second)
-	for !s.IsLeader() && time.Now().Before(deadline) {
+	for !s.IsLeader() {
+		if time.Now().After(deadline) {
+			tb.Fatal("no leadership")
+		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	return s
+}
+
+// FuzzPlace feeds arbitrary requests to a leader: every answer must be a placement on a live
+// decode worker or one of the documented errors, never a panic.
+func FuzzPlace(f *testing.F) {
+	s := memServer(f, nil)
 	ctx := context.Background()
 	if err := s.SetModel(ctx, &pb.Model{Id: "m", BlockTokens: 16}); err != nil {
 		f.Fatal(err)
