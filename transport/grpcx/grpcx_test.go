@@ -96,6 +96,37 @@ func TestGRPC_RoundTripOverMutualTLS(t *testing.T) {
 	n.alloc.Claim(blocks)
 }
 
+// deviceMemory hides Region, so the sender gathers each chunk into a fresh
+// buffer that the copy-free codec then hands to gRPC.
+type deviceMemory struct{ *transport.HostMemory }
+
+func (deviceMemory) Region(int) ([]byte, bool) { return nil, false }
+
+func TestGRPC_RoundTripFromDeviceMemory(t *testing.T) {
+	n := newNode(t)
+	ctx := context.Background()
+	conn := n.dial(ctx)
+	src := source(t)
+	var rel releases
+	out, pairs := push(t, n, conn, deviceMemory{src}, "dev", 9, &rel)
+	for l := range transporttest.Spec().Layers {
+		if err := out.SendLayer(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := out.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	blocks, err := n.recv.Ready(ctx, "dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := transporttest.SameBlocks(src, n.mem, pairs); err != nil {
+		t.Error(err)
+	}
+	n.alloc.Claim(blocks)
+}
+
 func TestGRPC_RefusesUnauthenticatedPeers(t *testing.T) {
 	n := newNode(t)
 	other, err := transporttest.NewPKI(t.TempDir(), "rogue")
