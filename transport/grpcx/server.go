@@ -42,6 +42,8 @@ func NewServer(cfg Config, recv *transport.Receiver) (*Server, error) {
 		grpc.ReadBufferSize(256 << 10),
 		grpc.WriteBufferSize(64 << 10),
 		grpc.ForceServerCodecV2(newCodec()),
+		// Close joins every handler: each is a goroutine this server owns.
+		grpc.WaitForHandlers(true),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.Keepalive, Timeout: cfg.Keepalive}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: cfg.Keepalive / 2, PermitWithoutStream: true}),
 	}
