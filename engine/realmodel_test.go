@@ -215,3 +215,50 @@ func TestEngineBenchRealModel(t *testing.T) {
 	}
 	logBench(t, openReal(t).Llama)
 }
+
+// TestRealModelPagedMatchesContiguous repeats the block-table check of
+// TestPagedMatchesContiguous on the default model and the CPU backend's
+// paged attention kernel: scattered blocks, a cached prefix plus new tokens,
+// and single decode steps all give the logits of one contiguous pass.
+func TestRealModelPagedMatchesContiguous(t *testing.T) {
+	m := openReal(t)
+	mc := m.Llama.Config()
+	toks := chatPrompt(t, m, "Paged attention splits the KV cache into blocks; explain why in two sentences.")
+	newCache := func(blocks, bs int) kernels.KVCache {
+		c, err := m.Llama.Backend().NewKVCache(mc.KVSpec(blocks, bs, kernels.KVF16))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	contiguous := pagedRun(t, m.Llama, newCache(1, 128), []int32{0}, toks, []int{len(toks)})
+	n := len(toks)
+	if n < 33 || n > 96 {
+		t.Fatalf("prompt of %d tokens does not fit the test's tables (33 to 96)", n)
+	}
+	tests := []struct {
+		name   string
+		bs     int
+		table  []int32
+		chunks []int
+	}{
+		{"scattered blocks of 16", 16, []int32{5, 1, 7, 3, 0, 6}, []int{n}},
+		{"cached prefix plus new tokens", 16, []int32{5, 1, 7, 3, 0, 6}, []int{32, n - 32}},
+		{"prefix ends mid-block, then decodes", 16, []int32{5, 1, 7, 3, 0, 6}, []int{21, n - 24, 1, 1, 1}},
+		{"blocks of 4, reversed", 4, reversed(32), []int{n - 5, 5}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := pagedRun(t, m.Llama, newCache(32, tc.bs), tc.table, toks, tc.chunks)
+			d := maxAbsDiff(contiguous, got)
+			t.Logf("max |Δlogit| = %g", d)
+			if d > 1e-2 {
+				t.Errorf("paged logits differ from contiguous by %g", d)
+			}
+			if argmax(got) != argmax(contiguous) {
+				t.Errorf("argmax %d, contiguous %d", argmax(got), argmax(contiguous))
+			}
+		})
+	}
+}
