@@ -120,8 +120,13 @@ func TestSupported(t *testing.T) {
 }
 
 func TestAttentionTasks(t *testing.T) {
-	spec := kernels.KVSpec{Layers: 1, Blocks: 8, BlockSize: 4, KVHeads: 1, HeadDim: 8}
-	pad := []int32{-1, 0, 0, 0}
+	spec := kernels.KVSpec{Layers: 1, Blocks: 400, BlockSize: 4, KVHeads: 1, HeadDim: 8}
+	pad := []int32{-1, 0, 0, 0, 0, -1, 0, 0}
+	// task is one work item: row, head, keys [begin, end), table offset,
+	// partial slot.
+	task := func(row, head, begin, end, off, part int32) []int32 {
+		return []int32{row, head, end, off, begin, part, 0, 0}
+	}
 	cat := func(parts ...[]int32) []int32 {
 		var out []int32
 		for _, p := range parts {
@@ -129,20 +134,28 @@ func TestAttentionTasks(t *testing.T) {
 		}
 		return out
 	}
+	blocks := func(n int) []int32 {
+		out := make([]int32, n)
+		for i := range out {
+			out[i] = int32(i)
+		}
+		return out
+	}
 	tests := []struct {
-		name       string
-		p          kernels.AttnParams
-		qRows      int
-		wantTasks  []int32
-		wantTables []int32
+		name  string
+		p     kernels.AttnParams
+		qRows int
+		want  attnWork
 	}{
 		{
 			name:  "decode, GQA group of 3 in one thread block",
 			p:     kernels.AttnParams{Heads: 3, KVHeads: 1, Seqs: []kernels.AttnSeq{{QueryStart: 0, QueryLen: 1, KVLen: 6, Blocks: []int32{5, 2, 7}}}},
 			qRows: 1,
 			// KVLen 6 uses 2 of the 3 listed blocks.
-			wantTasks:  cat([]int32{0, 0, 6, 0, 0, 1, 6, 0, 0, 2, 6, 0}, pad),
-			wantTables: []int32{5, 2},
+			want: attnWork{
+				tasks:  cat(task(0, 0, 0, 6, 0, -1), task(0, 1, 0, 6, 0, -1), task(0, 2, 0, 6, 0, -1), pad),
+				tables: []int32{5, 2},
+			},
 		},
 		{
 			name: "prefill then decode, two KV heads",
@@ -151,13 +164,56 @@ func TestAttentionTasks(t *testing.T) {
 				{QueryStart: 2, QueryLen: 1, KVLen: 5, Blocks: []int32{3, 4}},
 			}},
 			qRows: 3,
-			wantTasks: cat(
-				[]int32{0, 0, 1, 0, 1, 0, 2, 0}, pad, pad, // seq 0, kv head 0: rows 0,1
-				[]int32{0, 1, 1, 0, 1, 1, 2, 0}, pad, pad, // seq 0, kv head 1
-				[]int32{2, 0, 5, 1}, pad, pad, pad, // seq 1, kv head 0
-				[]int32{2, 1, 5, 1}, pad, pad, pad, // seq 1, kv head 1
-			),
-			wantTables: []int32{1, 3, 4},
+			want: attnWork{
+				tasks: cat(
+					task(0, 0, 0, 1, 0, -1), task(1, 0, 0, 2, 0, -1), pad, pad, // seq 0, kv head 0: rows 0,1
+					task(0, 1, 0, 1, 0, -1), task(1, 1, 0, 2, 0, -1), pad, pad, // seq 0, kv head 1
+					task(2, 0, 0, 5, 1, -1), pad, pad, pad, // seq 1, kv head 0
+					task(2, 1, 0, 5, 1, -1), pad, pad, pad, // seq 1, kv head 1
+				),
+				tables: []int32{1, 3, 4},
+			},
+		},
+		{
+			name:  "long decode is split into key ranges and combined",
+			p:     kernels.AttnParams{Heads: 2, KVHeads: 1, Seqs: []kernels.AttnSeq{{QueryStart: 0, QueryLen: 1, KVLen: 1100, Blocks: blocks(275)}}},
+			qRows: 1,
+			want: attnWork{
+				tasks: cat(
+					task(0, 0, 0, 512, 0, 0), task(0, 1, 0, 512, 0, 3), pad, pad,
+					task(0, 0, 512, 1024, 0, 1), task(0, 1, 512, 1024, 0, 4), pad, pad,
+					task(0, 0, 1024, 1100, 0, 2), task(0, 1, 1024, 1100, 0, 5), pad, pad,
+				),
+				tables:  blocks(275),
+				combine: []int32{0, 0, 0, 3, 0, 1, 3, 3},
+				parts:   6,
+			},
+		},
+		{
+			name:  "split chunk: an early row reaching only the first range writes directly",
+			p:     kernels.AttnParams{Heads: 1, KVHeads: 1, Seqs: []kernels.AttnSeq{{QueryStart: 0, QueryLen: 2, KVLen: 513, Blocks: blocks(129)}}},
+			qRows: 2,
+			want: attnWork{
+				tasks: cat(
+					task(0, 0, 0, 512, 0, -1), task(1, 0, 0, 512, 0, 0), pad, pad,
+					task(1, 0, 512, 513, 0, 1), pad, pad, pad,
+				),
+				tables:  blocks(129),
+				combine: []int32{1, 0, 0, 2},
+				parts:   2,
+			},
+		},
+		{
+			name:  "long prefill is not split",
+			p:     kernels.AttnParams{Heads: 1, KVHeads: 1, Seqs: []kernels.AttnSeq{{QueryStart: 0, QueryLen: 5, KVLen: 600, Blocks: blocks(150)}}},
+			qRows: 5,
+			want: attnWork{
+				tasks: cat(
+					task(0, 0, 0, 596, 0, -1), task(1, 0, 0, 597, 0, -1), task(2, 0, 0, 598, 0, -1), task(3, 0, 0, 599, 0, -1),
+					task(4, 0, 0, 600, 0, -1), pad, pad, pad,
+				),
+				tables: blocks(150),
+			},
 		},
 		{
 			name:  "empty sequence contributes nothing",
@@ -167,18 +223,15 @@ func TestAttentionTasks(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			tasks, tables, err := attentionTasks(tc.p, tc.qRows, spec)
+			got, err := attentionTasks(tc.p, tc.qRows, spec)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff(tc.wantTasks, tasks); diff != "" {
-				t.Errorf("tasks (-want +got):\n%s", diff)
+			if diff := cmp.Diff(tc.want, got, cmp.AllowUnexported(attnWork{})); diff != "" {
+				t.Errorf("work (-want +got):\n%s", diff)
 			}
-			if diff := cmp.Diff(tc.wantTables, tables); diff != "" {
-				t.Errorf("tables (-want +got):\n%s", diff)
-			}
-			if len(tasks)%(taskInts*attnWarps) != 0 {
-				t.Errorf("%d task ints is not whole thread blocks", len(tasks))
+			if len(got.tasks)%(taskInts*attnWarps) != 0 {
+				t.Errorf("%d task ints is not whole thread blocks", len(got.tasks))
 			}
 		})
 	}
@@ -200,7 +253,7 @@ func TestAttentionTasksRejectsBadSequences(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			p := kernels.AttnParams{Heads: 1, KVHeads: 1, Seqs: []kernels.AttnSeq{tc.seq}}
-			if _, _, err := attentionTasks(p, 2, spec); !errors.Is(err, ErrInvalidArgument) {
+			if _, err := attentionTasks(p, 2, spec); !errors.Is(err, ErrInvalidArgument) {
 				t.Fatalf("err = %v, want ErrInvalidArgument", err)
 			}
 		})

@@ -226,7 +226,7 @@ func TestGPUAttentionMatchesRef(t *testing.T) {
 	}{{6, 2, 64, kernels.KVF16}, {9, 3, 64, kernels.KVF16}, {8, 8, 128, kernels.KVF16}, {4, 1, 8, kernels.KVF16}, {2, 1, 256, kernels.KVF16},
 		{6, 2, 64, kernels.KVInt8}, {4, 2, 6, kernels.KVInt8}, {8, 2, 128, kernels.KVInt8}} {
 		rng := rand.New(rand.NewPCG(7, uint64(shape.headDim)))
-		spec := kernels.KVSpec{Layers: 2, Blocks: 64, BlockSize: 4, KVHeads: shape.kvHeads, HeadDim: shape.headDim, DType: shape.dtype}
+		spec := kernels.KVSpec{Layers: 2, Blocks: 640, BlockSize: 4, KVHeads: shape.kvHeads, HeadDim: shape.headDim, DType: shape.dtype}
 		gc, err := b.NewKVCache(spec)
 		if err != nil {
 			t.Fatal(err)
@@ -242,12 +242,16 @@ func TestGPUAttentionMatchesRef(t *testing.T) {
 			}
 			return out
 		}
-		// A 37-token prefill, a decode step at 50 keys and a 5-token chunk
-		// after 10 cached tokens, in one batch.
+		// A 37-token prefill, a decode step at 50 keys, a 5-token chunk
+		// after 10 cached tokens, and two batches long enough for the
+		// key-range split (a decode step at 1100 keys, a 3-row chunk at 700),
+		// in one batch.
 		seqs := []kernels.AttnSeq{
 			{QueryStart: 0, QueryLen: 37, KVLen: 37, Blocks: table(37)},
 			{QueryStart: 37, QueryLen: 1, KVLen: 50, Blocks: table(50)},
 			{QueryStart: 38, QueryLen: 5, KVLen: 15, Blocks: table(15)},
+			{QueryStart: 43, QueryLen: 1, KVLen: 1100, Blocks: table(1100)},
+			{QueryStart: 44, QueryLen: 3, KVLen: 700, Blocks: table(700)},
 		}
 		rowKV := spec.KVHeads * spec.HeadDim
 		for _, s := range seqs {
@@ -261,7 +265,7 @@ func TestGPUAttentionMatchesRef(t *testing.T) {
 			b.StoreKV(gc, 1, k.g, v.g, slots)
 			rb.StoreKV(rc, 1, k.r, v.r, slots)
 		}
-		const rows = 43
+		const rows = 47
 		cols := shape.heads * shape.headDim
 		q := newPair(b, rb, rows, cols, randVals(rng, rows*cols, 1))
 		d := newPair(b, rb, rows, cols, nil)
@@ -381,4 +385,62 @@ func waitForRecycled(t *testing.T, b *Backend) {
 		time.Sleep(time.Millisecond)
 	}
 	t.Fatal("no tensor memory recycled within a second of a GC")
+}
+
+// Attention of a sequence is bit-identical alone or batched with others,
+// with or without the key-range split.
+func TestGPUAttentionBatchInvariant(t *testing.T) {
+	b := gpuBackend(t)
+	rng := rand.New(rand.NewPCG(10, 11))
+	const heads, kvHeads, hd = 8, 2, 64
+	spec := kernels.KVSpec{Layers: 1, Blocks: 400, BlockSize: 8, KVHeads: kvHeads, HeadDim: hd}
+	c, err := b.NewKVCache(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	lens := []struct{ q, kv int }{{20, 20}, {1, 900}, {1, 33}, {3, 1500}}
+	var seqs []kernels.AttnSeq
+	next, rows := 0, 0
+	for _, l := range lens {
+		s := kernels.AttnSeq{QueryStart: rows, QueryLen: l.q, KVLen: l.kv}
+		for i := 0; i < (l.kv+spec.BlockSize-1)/spec.BlockSize; i++ {
+			s.Blocks = append(s.Blocks, int32(next))
+			next++
+		}
+		slots := make([]int32, l.kv)
+		for p := range slots {
+			slots[p] = s.Blocks[p/spec.BlockSize]*int32(spec.BlockSize) + int32(p%spec.BlockSize)
+		}
+		k, v := b.NewTensor(l.kv, kvHeads*hd), b.NewTensor(l.kv, kvHeads*hd)
+		b.Write(k, randVals(rng, l.kv*kvHeads*hd, 1))
+		b.Write(v, randVals(rng, l.kv*kvHeads*hd, 1))
+		b.StoreKV(c, 0, k, v, slots)
+		seqs = append(seqs, s)
+		rows += l.q
+	}
+	qv := randVals(rng, rows*heads*hd, 1)
+	q, d := b.NewTensor(rows, heads*hd), b.NewTensor(rows, heads*hd)
+	b.Write(q, qv)
+	p := kernels.AttnParams{Heads: heads, KVHeads: kvHeads, HeadDim: hd, Scale: 0.125, Seqs: seqs}
+	b.Attention(d, q, c, 0, p)
+	all := make([]float32, rows*heads*hd)
+	b.Read(all, d)
+	w := heads * hd
+	for _, s := range seqs {
+		q1, d1 := b.NewTensor(s.QueryLen, w), b.NewTensor(s.QueryLen, w)
+		b.Write(q1, qv[s.QueryStart*w:(s.QueryStart+s.QueryLen)*w])
+		alone := s
+		alone.QueryStart = 0
+		p1 := p
+		p1.Seqs = []kernels.AttnSeq{alone}
+		b.Attention(d1, q1, c, 0, p1)
+		got := make([]float32, s.QueryLen*w)
+		b.Read(got, d1)
+		for i, v := range got {
+			if math.Float32bits(v) != math.Float32bits(all[s.QueryStart*w+i]) {
+				t.Fatalf("sequence with %d keys, element %d: alone %g, batched %g", s.KVLen, i, v, all[s.QueryStart*w+i])
+			}
+		}
+	}
 }

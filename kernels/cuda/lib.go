@@ -36,7 +36,7 @@ typedef struct {
 	int (*gather)(tc_ctx *, float *, const float *, int, const int32_t *, int);
 	int (*store_kv)(tc_ctx *, void *, int, int, int, int, const float *, const float *, const int32_t *, int);
 	int (*attention)(tc_ctx *, float *, const float *, const void *, int, int, int, int, int, float,
-	                 const tc_attn_task *, int, const int32_t *, int);
+	                 const tc_attn_task *, int, const int32_t *, int, const tc_attn_combine *, int, int);
 	int (*nccl_available)(void);
 	int (*nccl_init_all)(tc_ctx **, int, void **);
 	int (*nccl_all_reduce_sum)(tc_ctx *, void *, float *, size_t);
@@ -117,8 +117,10 @@ static int t_add(tc_api *a, uintptr_t c, uintptr_t dst, uintptr_t x, size_t n) {
 static int t_swiglu(tc_api *a, uintptr_t c, uintptr_t dst, uintptr_t g, uintptr_t u, size_t n) { return a->swiglu(CTX(c), F(dst), F(g), F(u), n); }
 static int t_gather(tc_api *a, uintptr_t c, uintptr_t dst, uintptr_t src, int cols, const int32_t *rows, int n) { return a->gather(CTX(c), F(dst), F(src), cols, rows, n); }
 static int t_store_kv(tc_api *a, uintptr_t c, uintptr_t layer, int dt, int bs, int kvh, int hd, uintptr_t k, uintptr_t v, const int32_t *slots, int n) { return a->store_kv(CTX(c), P(layer), dt, bs, kvh, hd, F(k), F(v), slots, n); }
-static int t_attention(tc_api *a, uintptr_t c, uintptr_t dst, uintptr_t q, uintptr_t layer, int dt, int bs, int h, int kvh, int hd, float scale, const int32_t *tasks, int nt, const int32_t *tables, int ntab) {
-	return a->attention(CTX(c), F(dst), F(q), P(layer), dt, bs, h, kvh, hd, scale, (const tc_attn_task *)tasks, nt, tables, ntab);
+static int t_attention(tc_api *a, uintptr_t c, uintptr_t dst, uintptr_t q, uintptr_t layer, int dt, int bs, int h, int kvh, int hd, float scale,
+                       const int32_t *tasks, int nt, const int32_t *tables, int ntab, const int32_t *comb, int ncomb, int nparts) {
+	return a->attention(CTX(c), F(dst), F(q), P(layer), dt, bs, h, kvh, hd, scale, (const tc_attn_task *)tasks, nt, tables, ntab,
+	                    (const tc_attn_combine *)comb, ncomb, nparts);
 }
 static int t_nccl_available(tc_api *a) { return a->nccl_available(); }
 static int t_nccl_init_all(tc_api *a, uintptr_t *ctxs, int n, uintptr_t *comms) { return a->nccl_init_all((tc_ctx **)ctxs, n, (void **)comms); }
@@ -227,6 +229,13 @@ func (l *library) close() {
 
 // abiVersion must match TANDEM_CUDA_ABI_VERSION in csrc/tandem_cuda.h.
 const abiVersion = int(C.TANDEM_CUDA_ABI_VERSION)
+
+// The work-list records are the sizes attention.go assumes.
+var (
+	_ = [1]int{}[int(unsafe.Sizeof(C.tc_attn_task{}))-4*taskInts]
+	_ = [1]int{}[int(unsafe.Sizeof(C.tc_attn_combine{}))-4*combineInts]
+	_ = [1]int{}[int(C.TC_ATTN_WARPS)-attnWarps]
+)
 
 // The library's KV row formats are kernels.KVDType's values (compile-time
 // checks: a mismatch makes an out-of-range constant index).
@@ -399,10 +408,11 @@ func (l *library) storeKV(ctx, layer uintptr, dtype kernels.KVDType, blockSize, 
 }
 
 func (l *library) attention(ctx, dst, q, layer uintptr, dtype kernels.KVDType, blockSize, heads, kvHeads, headDim int,
-	scale float32, tasks, tables []int32) error {
+	scale float32, w attnWork) error {
 	return l.check("attention", C.t_attention(l.api, C.uintptr_t(ctx), C.uintptr_t(dst), C.uintptr_t(q),
 		C.uintptr_t(layer), C.int(dtype), C.int(blockSize), C.int(heads), C.int(kvHeads), C.int(headDim), C.float(scale),
-		i32p(tasks), C.int(len(tasks)/taskInts), i32p(tables), C.int(len(tables))))
+		i32p(w.tasks), C.int(len(w.tasks)/taskInts), i32p(w.tables), C.int(len(w.tables)),
+		i32p(w.combine), C.int(len(w.combine)/combineInts), C.int(w.parts)))
 }
 
 func (l *library) ncclAvailable() bool { return C.t_nccl_available(l.api) != 0 }

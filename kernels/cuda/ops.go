@@ -150,10 +150,10 @@ func (b *Backend) Attention(dst, q kernels.Tensor, c kernels.KVCache, layer int,
 	if qt.rows == 0 || !b.live(d, qt) || !b.liveCache(kc, layer) {
 		return
 	}
-	tasks, tables, err := attentionTasks(p, qt.rows, kc.spec)
-	if b.fail(err) || len(tasks) == 0 {
+	work, err := attentionTasks(p, qt.rows, kc.spec)
+	if b.fail(err) || len(work.tasks) == 0 {
 		return
 	}
 	b.fail(b.lib.attention(b.ctx, d.ptr, qt.ptr, kc.layers[layer], kc.spec.DType, kc.spec.BlockSize, p.Heads, p.KVHeads,
-		p.HeadDim, p.Scale, tasks, tables))
+		p.HeadDim, p.Scale, work))
 }

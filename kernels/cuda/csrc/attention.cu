@@ -2,12 +2,15 @@
 // or int8 rows), for prefill and decode alike.
 //
 // Flash-attention style: a thread block owns up to TC_ATTN_WARPS (query row,
-// query head) tasks that share one sequence and one KV head. It walks the
-// sequence's keys in tiles of 32, loading each tile once into shared memory
-// through the block table, and every warp folds the tile into its own query's
+// query head, key range) tasks that share one sequence, one KV head and the
+// start of their key range. It walks the keys in tiles of 32, loading each
+// tile once into shared memory through the block table, and every warp folds
+// the tile into its own query's
 // running maximum, normaliser and output (online softmax), so no score matrix
 // is ever materialised. A warp visits keys in the same order whatever other
-// tasks share its block, which keeps results batch-invariant.
+// tasks share its block, which keeps results batch-invariant. Decode steps
+// over long contexts are also split by key range (see attentionTasks in
+// attention.go); a second kernel folds the partial results in range order.
 #include <math.h>
 
 #include "common.cuh"
@@ -25,8 +28,9 @@ static size_t tc_attn_smem(int head_dim) {
 }
 
 __global__ void __launch_bounds__(TC_ATTN_WARPS * 32)
-    k_attention(float *dst, const float *q, const uint8_t *layer, int kv_dtype, int block_size, int heads,
-                int kv_heads, int head_dim, float scale, const tc_attn_task *tasks, const int32_t *tables) {
+    k_attention(float *dst, float *partials, const float *q, const uint8_t *layer, int kv_dtype, int block_size,
+                int heads, int kv_heads, int head_dim, float scale, const tc_attn_task *tasks,
+                const int32_t *tables) {
 	extern __shared__ float smem[];
 	__shared__ float ksc[TC_ATTN_TILE], vsc[TC_ATTN_TILE]; // int8 row scales of the tile
 	const int kstride = head_dim + 1;
@@ -39,13 +43,15 @@ __global__ void __launch_bounds__(TC_ATTN_WARPS * 32)
 	const tc_attn_task me = blk[warp];
 	const bool active = me.q_row >= 0;
 
-	// Every active task in the block shares the table and the KV head.
-	int kvh = 0, table_off = 0, max_keys = 0;
+	// Every active task in the block shares the table, the KV head and the
+	// start of the key range.
+	int kvh = 0, table_off = 0, k_begin = 0, max_keys = 0;
 	for (int w = 0; w < TC_ATTN_WARPS; w++) {
 		if (blk[w].q_row < 0) continue;
 		kvh = blk[w].head / (heads / kv_heads);
 		table_off = blk[w].table_off;
-		max_keys = max(max_keys, blk[w].n_keys);
+		k_begin = blk[w].k_begin;
+		max_keys = max(max_keys, blk[w].k_end);
 	}
 	const int32_t *table = tables + table_off;
 	const size_t rb = tc_kv_row_bytes(kv_dtype, kv_heads, head_dim);
@@ -62,7 +68,7 @@ __global__ void __launch_bounds__(TC_ATTN_WARPS * 32)
 #pragma unroll
 	for (int k = 0; k < TC_ATTN_PER_LANE; k++) acc[k] = 0.f;
 
-	for (int k0 = 0; k0 < max_keys; k0 += TC_ATTN_TILE) {
+	for (int k0 = k_begin; k0 < max_keys; k0 += TC_ATTN_TILE) {
 		__syncthreads(); // previous tile fully consumed (and myq written)
 		const int n = min(TC_ATTN_TILE, max_keys - k0);
 		if (kv_dtype == TC_KV_INT8) {
@@ -117,8 +123,8 @@ __global__ void __launch_bounds__(TC_ATTN_WARPS * 32)
 			}
 		}
 		__syncthreads();
-		if (!active || k0 >= me.n_keys) continue;
-		const int valid = min(n, me.n_keys - k0);
+		if (!active || k0 >= me.k_end) continue;
+		const int valid = min(n, me.k_end - k0);
 		float s = -INFINITY;
 		if (lane < valid) {
 			s = 0.f;
@@ -143,6 +149,17 @@ __global__ void __launch_bounds__(TC_ATTN_WARPS * 32)
 		m = m_new;
 	}
 	if (!active) return;
+	if (me.part >= 0) {
+		// Partial result of one key range: [max, normaliser, output...].
+		float *pp = partials + (size_t)me.part * (head_dim + 2);
+		if (lane == 0) pp[0] = m, pp[1] = l;
+#pragma unroll
+		for (int k = 0; k < TC_ATTN_PER_LANE; k++) {
+			int d = lane + 32 * k;
+			if (d < head_dim) pp[2 + d] = acc[k];
+		}
+		return;
+	}
 	float *out = dst + (size_t)me.q_row * heads * head_dim + (size_t)me.head * head_dim;
 	const float inv = l > 0.f ? 1.f / l : 0.f;
 #pragma unroll
@@ -152,37 +169,87 @@ __global__ void __launch_bounds__(TC_ATTN_WARPS * 32)
 	}
 }
 
+// k_attn_combine folds a query's key-range partials in range order (fixed,
+// so the result does not depend on scheduling): one warp per (row, head).
+__global__ void k_attn_combine(float *dst, const float *partials, const tc_attn_combine *items, int n_items,
+                               int heads, int head_dim) {
+	const int item = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+	const int lane = threadIdx.x % 32;
+	if (item >= n_items) return;
+	const tc_attn_combine it = items[item];
+	const size_t stride = (size_t)head_dim + 2;
+	const float *pp = partials + (size_t)it.first_part * stride;
+	float mx = -INFINITY;
+	for (int c = 0; c < it.n_parts; c++) mx = fmaxf(mx, pp[c * stride]);
+	float l = 0.f;
+	float acc[TC_ATTN_PER_LANE];
+#pragma unroll
+	for (int k = 0; k < TC_ATTN_PER_LANE; k++) acc[k] = 0.f;
+	for (int c = 0; c < it.n_parts; c++) {
+		const float *p = pp + c * stride;
+		const float w = expf(p[0] - mx);
+		l = fmaf(p[1], w, l);
+#pragma unroll
+		for (int k = 0; k < TC_ATTN_PER_LANE; k++) {
+			int d = lane + 32 * k;
+			if (d < head_dim) acc[k] = fmaf(p[2 + d], w, acc[k]);
+		}
+	}
+	float *out = dst + (size_t)it.q_row * heads * head_dim + (size_t)it.head * head_dim;
+	const float inv = l > 0.f ? 1.f / l : 0.f;
+#pragma unroll
+	for (int k = 0; k < TC_ATTN_PER_LANE; k++) {
+		int d = lane + 32 * k;
+		if (d < head_dim) out[d] = acc[k] * inv;
+	}
+}
+
 extern "C" int tandem_cuda_attention(tc_ctx *c, float *d_dst, const float *d_q, const void *d_layer,
-                                     int kv_dtype, int block_size, int heads, int kv_heads, int head_dim, float scale,
-                                     const tc_attn_task *h_tasks, int n_tasks, const int32_t *h_tables,
-                                     int n_tables) {
+                                     int kv_dtype, int block_size, int heads, int kv_heads, int head_dim,
+                                     float scale, const tc_attn_task *h_tasks, int n_tasks,
+                                     const int32_t *h_tables, int n_tables, const tc_attn_combine *h_combine,
+                                     int n_combine, int n_parts) {
 	int rc = tc_enter(c);
 	if (rc != TC_OK) return rc;
 	if (n_tasks <= 0) return TC_OK;
 	if (n_tasks % TC_ATTN_WARPS != 0 || n_tables <= 0 || block_size <= 0 || kv_heads <= 0 ||
-	    heads % kv_heads != 0) {
+	    heads % kv_heads != 0 || n_combine < 0 || n_parts < 0 || (n_combine > 0) != (n_parts > 0)) {
 		return TC_ERR_ARG;
 	}
 	if (head_dim <= 0 || head_dim > TC_ATTN_MAX_HD) return TC_ERR_UNSUPPORTED;
 	if (kv_dtype != TC_KV_F16 && kv_dtype != TC_KV_INT8) return TC_ERR_UNSUPPORTED;
-	size_t task_bytes = (size_t)n_tasks * sizeof(tc_attn_task);
-	size_t table_off = (task_bytes + 15) / 16 * 16;
-	size_t table_bytes = (size_t)n_tables * sizeof(int32_t);
-	// Size scratch for both arrays first, so staging the second cannot move
-	// the first.
-	void *tasks, *tables, *base;
-	rc = tc_scratch(c, table_off + table_bytes, &base);
+	// Scratch layout: tasks | tables | combine items | partials, each
+	// 16-byte aligned. Sized once up front, so staging a later array cannot
+	// move an earlier one.
+	const size_t task_bytes = (size_t)n_tasks * sizeof(tc_attn_task);
+	const size_t table_off = (task_bytes + 15) / 16 * 16;
+	const size_t table_bytes = (size_t)n_tables * sizeof(int32_t);
+	const size_t comb_off = (table_off + table_bytes + 15) / 16 * 16;
+	const size_t comb_bytes = (size_t)n_combine * sizeof(tc_attn_combine);
+	const size_t part_off = (comb_off + comb_bytes + 15) / 16 * 16;
+	const size_t part_bytes = (size_t)n_parts * (head_dim + 2) * sizeof(float);
+	void *base, *tasks, *tables, *combine = nullptr;
+	rc = tc_scratch(c, part_off + part_bytes, &base);
 	if (rc != TC_OK) return rc;
 	rc = tc_stage(c, 0, h_tasks, task_bytes, &tasks);
 	if (rc != TC_OK) return rc;
 	rc = tc_stage(c, table_off, h_tables, table_bytes, &tables);
 	if (rc != TC_OK) return rc;
+	if (n_combine > 0) {
+		rc = tc_stage(c, comb_off, h_combine, comb_bytes, &combine);
+		if (rc != TC_OK) return rc;
+	}
+	float *partials = (float *)((char *)base + part_off);
 	size_t smem = tc_attn_smem(head_dim);
 	if (smem > 48 * 1024) {
 		TC_CHECK(cudaFuncSetAttribute(k_attention, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
 	}
 	k_attention<<<n_tasks / TC_ATTN_WARPS, TC_ATTN_WARPS * 32, smem, c->stream>>>(
-	    d_dst, d_q, (const uint8_t *)d_layer, kv_dtype, block_size, heads, kv_heads, head_dim, scale,
+	    d_dst, partials, d_q, (const uint8_t *)d_layer, kv_dtype, block_size, heads, kv_heads, head_dim, scale,
 	    (const tc_attn_task *)tasks, (const int32_t *)tables);
+	rc = tc_launched();
+	if (rc != TC_OK || n_combine == 0) return rc;
+	k_attn_combine<<<tc_blocks((size_t)n_combine, 4), 4 * 32, 0, c->stream>>>(
+	    d_dst, partials, (const tc_attn_combine *)combine, n_combine, heads, head_dim);
 	return tc_launched();
 }

@@ -26,7 +26,7 @@
 extern "C" {
 #endif
 
-#define TANDEM_CUDA_ABI_VERSION 2
+#define TANDEM_CUDA_ABI_VERSION 3
 
 #define TC_OK 0
 #define TC_ERR_ARG (-1)         /* invalid argument */
@@ -117,26 +117,43 @@ int tandem_cuda_store_kv(tc_ctx *c, void *d_layer, int kv_dtype, int block_size,
                          const float *d_v, const int32_t *h_slots, int n);
 
 /*
- * Attention work list. Work is split into tasks of one query row and one
- * query head; TC_ATTN_WARPS consecutive tasks form one thread block and must
- * share a sequence (block table) and a KV head. Unused task slots have
- * q_row = -1. n_keys is the number of keys the task's query sees (its
- * position + 1); table_off indexes h_tables, where the sequence's block table
- * starts.
+ * Attention work list. Work is split into tasks of one query row, one query
+ * head and one key range [k_begin, k_end) (keys beyond the query's position
+ * are never listed). TC_ATTN_WARPS consecutive tasks form one thread block and
+ * must share a sequence (block table), a KV head and k_begin. Unused task
+ * slots have q_row = -1. table_off indexes h_tables, where the sequence's
+ * block table starts.
+ *
+ * A task with part < 0 writes its query's output. A task with part >= 0
+ * writes a partial result (running max, normaliser, unnormalised output) to
+ * partial slot part; each h_combine entry then folds n_parts consecutive
+ * partials, in order, into the output of (q_row, head).
  */
 #define TC_ATTN_WARPS 4
 typedef struct {
 	int32_t q_row;
 	int32_t head;
-	int32_t n_keys;
+	int32_t k_end;
 	int32_t table_off;
+	int32_t k_begin;
+	int32_t part;
+	int32_t reserved[2];
 } tc_attn_task;
+
+typedef struct {
+	int32_t q_row;
+	int32_t head;
+	int32_t first_part;
+	int32_t n_parts;
+} tc_attn_combine;
 
 int tandem_cuda_attention(tc_ctx *c, float *d_dst, const float *d_q,
                           const void *d_layer, int kv_dtype, int block_size, int heads,
                           int kv_heads, int head_dim, float scale,
                           const tc_attn_task *h_tasks, int n_tasks,
-                          const int32_t *h_tables, int n_tables);
+                          const int32_t *h_tables, int n_tables,
+                          const tc_attn_combine *h_combine, int n_combine,
+                          int n_parts);
 
 /*
  * NCCL, loaded with dlopen("libnccl.so.2") on first use. A communicator
