@@ -20,7 +20,12 @@ import (
 	"github.com/tandemserve/tandem/transport/wire"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if path := os.Getenv(childEnv); path != "" {
+		os.Exit(runChildSender(path))
+	}
+	goleak.VerifyTestMain(m)
+}
 
 const ttl = 5 * time.Second
 
