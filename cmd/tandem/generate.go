@@ -22,6 +22,7 @@ type modelFlags struct {
 	backend string
 	threads int
 	kvDType string
+	act     string
 }
 
 func (f *modelFlags) register(fs *flag.FlagSet) {
@@ -29,12 +30,17 @@ func (f *modelFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.backend, "backend", "cpu", fmt.Sprintf("compute backend %v", backends.Names()))
 	fs.IntVar(&f.threads, "threads", 0, "CPU threads (0 = one per core)")
 	fs.StringVar(&f.kvDType, "kv-dtype", "f16", "KV cache element type: f16 or int8")
+	fs.StringVar(&f.act, "activations", "f32", "activation precision of quantized matrix products: f32 (accurate) or q8 (llama.cpp-compatible, faster prefill)")
 }
 
 // open loads the model onto a fresh backend; closing the returned function
 // releases both.
 func (f *modelFlags) open() (*model.Model, kernels.Backend, func(), error) {
-	be, err := backends.Open(f.backend, backends.Options{Threads: f.threads})
+	act, err := kernels.ParseActivations(f.act)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	be, err := backends.Open(f.backend, backends.Options{Threads: f.threads, Activations: act})
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -108,8 +114,8 @@ func rate(n int, d time.Duration) float64 {
 }
 
 // promptTokens renders and tokenizes a prompt. Chat prompts go through the
-// model's template and may contain its control tokens; plain prompts get the
-// model's BOS token when its metadata asks for one.
+// model's template, whose own control tokens are the only ones produced;
+// plain prompts get the model's BOS token when its metadata asks for one.
 func promptTokens(tok *tokenizer.Tokenizer, prompt, system string, chat bool) ([]int32, error) {
 	if !chat {
 		return tok.Encode(prompt, tokenizer.EncodeOptions{AddBOS: tok.AddBOS()}), nil
@@ -119,11 +125,7 @@ func promptTokens(tok *tokenizer.Tokenizer, prompt, system string, chat bool) ([
 		msgs = append(msgs, tokenizer.Message{Role: "system", Content: system})
 	}
 	msgs = append(msgs, tokenizer.Message{Role: "user", Content: prompt})
-	text, err := tok.Render(msgs, true)
-	if err != nil {
-		return nil, err
-	}
-	return tok.Encode(text, tokenizer.EncodeOptions{ParseSpecial: true}), nil
+	return tok.EncodeChat(msgs, true)
 }
 
 type genStats struct {

@@ -23,6 +23,9 @@ type Options struct {
 	Threads int
 	// Device is the GPU ordinal for GPU backends.
 	Device int
+	// Activations selects full-precision or 8-bit activations for products
+	// with quantized weights.
+	Activations kernels.Activations
 	// Logger receives the backend's diagnostics; nil discards them.
 	Logger *slog.Logger
 }
@@ -39,9 +42,10 @@ func Open(name string, opts Options) (kernels.Backend, error) {
 	case "cpu", "":
 		cfg := cpu.DefaultConfig()
 		cfg.Threads = opts.Threads
+		cfg.Activations = opts.Activations
 		return cpu.New(cfg, opts.Logger)
 	case "ref":
-		return ref.New(), nil
+		return ref.NewWith(opts.Activations), nil
 	case "cuda":
 		// Without libtandem_cuda.so or a GPU this fails with cuda.ErrNoCUDA
 		// ("libtandem_cuda.so not found (run make kernels)" / "no CUDA device").

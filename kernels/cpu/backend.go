@@ -36,7 +36,8 @@ type Backend struct {
 	kern    *cKernels
 	pool    *cPool
 	closed  bool
-	scratch []byte // quantized activations of the MatMul in progress
+	scratch []byte    // quantized activations of the MatMul in progress
+	deq     []float32 // per-thread dequantized weight tiles (kernels.ActF32)
 
 	// Attention marshalling buffers, reused across calls.
 	attSeqs, attBlocks, attItems []int32
@@ -63,7 +64,7 @@ func New(cfg Config, logger *slog.Logger) (*Backend, error) {
 }
 
 // Name reports the backend and its kernel level, e.g. "cpu/avx512vnni".
-func (b *Backend) Name() string { return "cpu/" + b.kern.name }
+func (b *Backend) Name() string { return "cpu/" + b.kern.name + "/" + b.cfg.Activations.String() }
 
 // Level is the kernel level in use.
 func (b *Backend) Level() Level { return b.kern.level }
@@ -197,6 +198,12 @@ func (b *Backend) MatMul(dst, x kernels.Tensor, w kernels.Weight) {
 		panic(fmt.Sprintf("cpu: MatMul: dst %dx%d = x %dx%d · w(%dx%d)ᵀ", d.rows, d.cols, xx.rows, xx.cols, ww.rows, ww.cols))
 	}
 	if xx.rows == 0 {
+		return
+	}
+	if b.cfg.Activations == kernels.ActF32 && ww.typ != quant.F32 && ww.typ != quant.F16 && ww.typ != quant.BF16 {
+		if !cMatMulF32Act(b.pool, b.kern, uint32(ww.typ), ww.data, ww.rows, ww.cols, xx.data, xx.rows, d.data, &b.deq) {
+			panic(fmt.Sprintf("cpu: MatMul: no kernel for %v", ww.typ))
+		}
 		return
 	}
 	need := xx.rows * actBytes(uint32(ww.typ), ww.cols)

@@ -3,6 +3,8 @@ package cpu
 import (
 	"fmt"
 	"runtime"
+
+	"github.com/tandemserve/tandem/kernels"
 )
 
 // Level is a kernel instruction-set level.
@@ -41,6 +43,9 @@ type Config struct {
 	// MaxLevel caps the kernel level; the backend uses the highest level up
 	// to it that the CPU supports.
 	MaxLevel Level
+	// Activations selects full-precision (default) or 8-bit activations
+	// for products with quantized weights.
+	Activations kernels.Activations
 }
 
 // DefaultConfig uses every CPU and the best kernels the CPU runs.
@@ -52,6 +57,9 @@ func DefaultConfig() Config {
 func (c Config) Validate() error {
 	if c.Threads < 1 || c.Threads > maxThreads {
 		return fmt.Errorf("%w: Threads %d not in [1, %d]", ErrInvalidConfig, c.Threads, maxThreads)
+	}
+	if c.Activations != kernels.ActF32 && c.Activations != kernels.ActQ8 {
+		return fmt.Errorf("%w: Activations %v", ErrInvalidConfig, c.Activations)
 	}
 	if c.MaxLevel < LevelGeneric || c.MaxLevel > LevelAVX512 {
 		return fmt.Errorf("%w: MaxLevel %v", ErrInvalidConfig, c.MaxLevel)

@@ -37,9 +37,9 @@ func colsFor(typ quant.Type, blocks int) int {
 }
 
 func TestMatMulMatchesReference(t *testing.T) {
-	rb := ref.New()
+	rb := ref.NewWith(kernels.ActQ8)
 	for _, lvl := range levels(t) {
-		b := newBackend(t, Config{Threads: 2, MaxLevel: lvl})
+		b := newBackend(t, Config{Threads: 2, MaxLevel: lvl, Activations: kernels.ActQ8})
 		for _, typ := range allTypes {
 			for _, sh := range mmShapes {
 				cols := colsFor(typ, sh.colBlocks)
@@ -121,35 +121,37 @@ func checkMatMul(t *testing.T, typ quant.Type, w, x []float32, rows, cols, T int
 // reversed order, for every type and level.
 func TestMatMulBatchInvariant(t *testing.T) {
 	for _, lvl := range levels(t) {
-		b := newBackend(t, Config{Threads: 3, MaxLevel: lvl})
-		for _, typ := range allTypes {
-			t.Run(fmt.Sprintf("%v/%v", lvl, typ), func(t *testing.T) {
-				r := rand.New(rand.NewPCG(7, uint64(typ)))
-				const rows, T = 23, 19
-				cols := colsFor(typ, 2)
-				wdata := randWeights(r, typ, rows, cols)
-				x := randVec(r, T*cols, 1)
-				single := make([]float32, 0, T*rows)
-				for tt := 0; tt < T; tt++ {
-					single = append(single, runMatMul(t, b, typ, wdata, rows, cols, x[tt*cols:(tt+1)*cols], 1)...)
-				}
-				for _, n := range []int{2, 5, 17, T} {
-					got := runMatMul(t, b, typ, wdata, rows, cols, x[:n*cols], n)
-					if !slices.Equal(got, single[:n*rows]) {
-						t.Errorf("T=%d batch differs from T=1 rows", n)
+		for _, act := range []kernels.Activations{kernels.ActQ8, kernels.ActF32} {
+			b := newBackend(t, Config{Threads: 3, MaxLevel: lvl, Activations: act})
+			for _, typ := range allTypes {
+				t.Run(fmt.Sprintf("%v/%v/%v", lvl, act, typ), func(t *testing.T) {
+					r := rand.New(rand.NewPCG(7, uint64(typ)))
+					const rows, T = 23, 19
+					cols := colsFor(typ, 2)
+					wdata := randWeights(r, typ, rows, cols)
+					x := randVec(r, T*cols, 1)
+					single := make([]float32, 0, T*rows)
+					for tt := 0; tt < T; tt++ {
+						single = append(single, runMatMul(t, b, typ, wdata, rows, cols, x[tt*cols:(tt+1)*cols], 1)...)
 					}
-				}
-				rev := make([]float32, 0, len(x))
-				for tt := T - 1; tt >= 0; tt-- {
-					rev = append(rev, x[tt*cols:(tt+1)*cols]...)
-				}
-				got := runMatMul(t, b, typ, wdata, rows, cols, rev, T)
-				for tt := 0; tt < T; tt++ {
-					if !slices.Equal(got[(T-1-tt)*rows:(T-tt)*rows], single[tt*rows:(tt+1)*rows]) {
-						t.Errorf("row %d differs when the batch is reversed", tt)
+					for _, n := range []int{2, 5, 17, T} {
+						got := runMatMul(t, b, typ, wdata, rows, cols, x[:n*cols], n)
+						if !slices.Equal(got, single[:n*rows]) {
+							t.Errorf("T=%d batch differs from T=1 rows", n)
+						}
 					}
-				}
-			})
+					rev := make([]float32, 0, len(x))
+					for tt := T - 1; tt >= 0; tt-- {
+						rev = append(rev, x[tt*cols:(tt+1)*cols]...)
+					}
+					got := runMatMul(t, b, typ, wdata, rows, cols, rev, T)
+					for tt := 0; tt < T; tt++ {
+						if !slices.Equal(got[(T-1-tt)*rows:(T-tt)*rows], single[tt*rows:(tt+1)*rows]) {
+							t.Errorf("row %d differs when the batch is reversed", tt)
+						}
+					}
+				})
+			}
 		}
 	}
 }
@@ -161,14 +163,16 @@ func TestMatMulThreadsAgree(t *testing.T) {
 	const rows, cols, T = 37, 96, 9
 	wdata := randWeights(r, quant.Q4_1, rows, cols)
 	x := randVec(r, T*cols, 1)
-	var first []float32
-	for _, n := range []int{1, 2, 3, 8} {
-		b := newBackend(t, Config{Threads: n, MaxLevel: LevelAVX512})
-		got := runMatMul(t, b, quant.Q4_1, wdata, rows, cols, x, T)
-		if first == nil {
-			first = got
-		} else if !slices.Equal(got, first) {
-			t.Errorf("Threads=%d differs from Threads=1", n)
+	for _, act := range []kernels.Activations{kernels.ActQ8, kernels.ActF32} {
+		var first []float32
+		for _, n := range []int{1, 2, 3, 8} {
+			b := newBackend(t, Config{Threads: n, MaxLevel: LevelAVX512, Activations: act})
+			got := runMatMul(t, b, quant.Q4_1, wdata, rows, cols, x, T)
+			if first == nil {
+				first = got
+			} else if !slices.Equal(got, first) {
+				t.Errorf("%v: Threads=%d differs from Threads=1", act, n)
+			}
 		}
 	}
 }

@@ -16,16 +16,21 @@ import (
 	"github.com/tandemserve/tandem/kernels/quant"
 )
 
-// Backend is the reference CPU backend. The zero value is not usable; call New.
-type Backend struct{}
+// Backend is the reference CPU backend.
+type Backend struct {
+	act kernels.Activations
+}
 
 var _ kernels.Backend = (*Backend)(nil)
 
-// New returns a reference backend.
+// New returns a reference backend with full-precision activations.
 func New() *Backend { return &Backend{} }
 
+// NewWith returns a reference backend with the given activation precision.
+func NewWith(act kernels.Activations) *Backend { return &Backend{act: act} }
+
 // Name implements kernels.Backend.
-func (*Backend) Name() string { return "ref" }
+func (b *Backend) Name() string { return "ref/" + b.act.String() }
 
 // Close implements kernels.Backend.
 func (*Backend) Close() error { return nil }
@@ -151,11 +156,12 @@ func (*Backend) RMSNorm(dst, x kernels.Tensor, w kernels.Weight, eps float32) {
 }
 
 // MatMul implements kernels.Backend.
-func (*Backend) MatMul(dst, x kernels.Tensor, w kernels.Weight) {
+func (b *Backend) MatMul(dst, x kernels.Tensor, w kernels.Weight) {
 	d, xt, wt := dst.(*Tensor), x.(*Tensor), w.(*Weight)
 	mustShape(d.rows == xt.rows && d.cols == wt.rows && xt.cols == wt.cols, "MatMul", d, wt)
-	switch wt.typ {
-	case quant.F32, quant.F16, quant.BF16:
+	float := wt.typ == quant.F32 || wt.typ == quant.F16 || wt.typ == quant.BF16
+	switch {
+	case float || b.act == kernels.ActF32:
 		row := make([]float32, wt.cols)
 		for o := 0; o < wt.rows; o++ {
 			DequantizeRow(wt, o, row)
