@@ -51,7 +51,7 @@ func TestCommands(t *testing.T) {
 		{"nodes by role", []string{"nodes", "--role", "prefill"}, []string{"p1"}},
 		{"models set", []string{"models", "set", "m", "--block-tokens", "16"}, []string{"model m set"}},
 		{"models", []string{"models"}, []string{"m", "d1", "p1"}},
-		{"drain", []string{"drain", "d1"}, []string{"d1: draining"}},
+		{"drain", []string{"drain", "d1"}, []string{"d1: drain"}}, // draining, or drained if idle already
 		{"undrain", []string{"undrain", "d1"}, []string{"d1: active"}},
 		{"policy set", []string{"policy", "set", "-"}, []string{"never-remote"}},
 		{"policy get", []string{"policy", "get"}, []string{"never-remote", "# version"}},

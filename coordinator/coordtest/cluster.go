@@ -26,20 +26,21 @@ import (
 // Secret returns the cluster secret test clusters use.
 func Secret() []byte { return []byte("coordtest-cluster-secret") }
 
-// FastConfig returns a coordinator config with timeouts short enough for tests (50 ms Raft,
-// 50 ms gossip probes).
+// FastConfig returns a coordinator config with timeouts short enough for tests (150 ms Raft,
+// 100 ms gossip probes) yet long enough that a CPU-starved CI machine does not see spurious
+// elections or deaths.
 func FastConfig(id string) coordinator.Config {
 	c := coordinator.DefaultConfig()
 	c.NodeID = id
 	c.ClusterSecret = Secret()
 	c.Raft = coordinator.RaftTiming{
-		HeartbeatTimeout: 50 * time.Millisecond, ElectionTimeout: 50 * time.Millisecond,
-		LeaderLeaseTimeout: 50 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
+		HeartbeatTimeout: 150 * time.Millisecond, ElectionTimeout: 150 * time.Millisecond,
+		LeaderLeaseTimeout: 100 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
 		SnapshotInterval: time.Hour, SnapshotThreshold: 1 << 20,
 	}
 	c.LoadInterval = 50 * time.Millisecond
 	c.LoadTTL = 2 * time.Second
-	c.DeadGrace = 300 * time.Millisecond
+	c.DeadGrace = 500 * time.Millisecond
 	c.SuspectTTL = time.Second
 	c.ReconcileInterval = 50 * time.Millisecond
 	c.ApplyTimeout = 2 * time.Second
@@ -49,7 +50,7 @@ func FastConfig(id string) coordinator.Config {
 
 // FastGossip returns membership timings for tests.
 func FastGossip() membership.Config {
-	return membership.Config{ProbeInterval: 50 * time.Millisecond, ProbeTimeout: 25 * time.Millisecond, SuspicionMult: 1, GossipInterval: 20 * time.Millisecond}
+	return membership.Config{ProbeInterval: 100 * time.Millisecond, ProbeTimeout: 50 * time.Millisecond, SuspicionMult: 2, GossipInterval: 20 * time.Millisecond}
 }
 
 // Node is one coordinator of a test cluster.

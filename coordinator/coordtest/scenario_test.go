@@ -69,8 +69,11 @@ func TestLeaderFailPlacesWithinThreeSeconds(t *testing.T) {
 	cl := c.Client(t)
 	setupModel(t, cl)
 	c.AddWorker(t, "d1", "decode", nil)
+	if _, err := cl.Place(ctxT(t, 5*time.Second), placeReq("r1", 100)); err != nil {
+		t.Fatal(err)
+	}
 	old := c.WaitLeader(t)
-	p1, err := cl.Place(ctxT(t, 5*time.Second), placeReq("r1", 100))
+	st, err := old.Server.Status(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,8 +84,8 @@ func TestLeaderFailPlacesWithinThreeSeconds(t *testing.T) {
 		t.Fatalf("no placement within 3 s of leader loss: %v", err)
 	}
 	t.Logf("placing again %s after leader kill", time.Since(start))
-	if p2.GetTerm() <= p1.GetTerm() {
-		t.Fatalf("new placement term %d not above old term %d", p2.GetTerm(), p1.GetTerm())
+	if p2.GetTerm() <= st.GetTerm() {
+		t.Fatalf("new placement term %d not above the killed leader's term %d", p2.GetTerm(), st.GetTerm())
 	}
 	if nl := c.WaitLeader(t); nl == old {
 		t.Fatal("dead node still leader")

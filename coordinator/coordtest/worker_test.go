@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -175,9 +176,10 @@ func TestNoCapacity(t *testing.T) {
 	}
 }
 
-// TestPlacementUnderChurn places continuously from several goroutines while workers die, drain
-// and come back and the leader is killed. Every placement must be on a worker that was not
-// recorded dead or draining before the placement was requested, and transfer ids are unique.
+// TestPlacementUnderChurn places continuously from several goroutines while workers die and
+// drain and the leader is killed. Once a worker's exclusion is committed in term T, no placement
+// from a later term may name it (a deposed leader may still answer with an older term for a
+// moment; those placements are fenced by their term). Transfer ids are unique.
 func TestPlacementUnderChurn(t *testing.T) {
 	c := MakeCluster(t, 3)
 	cl := c.Client(t)
@@ -192,71 +194,72 @@ func TestPlacementUnderChurn(t *testing.T) {
 
 	var (
 		mu       sync.Mutex
-		excluded = map[string]bool{} // workers that must not receive new placements
+		excluded = map[string]uint64{} // worker -> term from which it must not be used
 		seen     = map[string]bool{}
-		placed   int
+		all      []*pb.Placement
 		failures []string
 	)
 	var wg sync.WaitGroup
 	for g := range 4 {
 		wg.Go(func() {
 			for i := 0; ctx.Err() == nil; i++ {
-				mu.Lock()
-				banned := map[string]bool{}
-				for k, v := range excluded {
-					banned[k] = v
-				}
-				mu.Unlock()
 				pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
 				p, err := cl.Place(pctx, placeReq(fmt.Sprintf("g%d-%d", g, i), 64))
 				pcancel()
-				if err != nil {
-					if ctx.Err() == nil {
-						mu.Lock()
-						failures = append(failures, err.Error())
-						mu.Unlock()
-					}
-					continue
-				}
 				mu.Lock()
-				placed++
-				if banned[p.GetDecode().GetNodeId()] {
-					failures = append(failures, "placed on excluded worker "+p.GetDecode().GetNodeId())
+				switch {
+				case err != nil && ctx.Err() == nil:
+					failures = append(failures, err.Error())
+				case err == nil:
+					all = append(all, p)
+					if seen[p.GetTransferId()] {
+						failures = append(failures, "duplicate transfer id")
+					}
+					seen[p.GetTransferId()] = true
 				}
-				if seen[p.GetTransferId()] {
-					failures = append(failures, "duplicate transfer id")
-				}
-				seen[p.GetTransferId()] = true
 				mu.Unlock()
 			}
 		})
 	}
-	exclude := func(id string, cond func() bool, what string) {
-		Eventually(t, 5*time.Second, what, cond)
-		// Placements requested from now on must avoid id. (Requests already in flight may still
-		// have been decided before the state change applied.)
-		time.Sleep(50 * time.Millisecond)
+	exclude := func(id string, want ...fsm.NodeState) {
+		var term uint64
+		Eventually(t, 5*time.Second, fmt.Sprint(id, " ", want), func() bool {
+			l := c.Leader()
+			if l == nil || !slices.Contains(want, l.Server.State().Nodes[id].State) {
+				return false
+			}
+			st, err := l.Server.Status(context.Background())
+			term = st.GetTerm()
+			return err == nil
+		})
 		mu.Lock()
-		excluded[id] = true
+		excluded[id] = term
 		mu.Unlock()
 	}
 	time.Sleep(100 * time.Millisecond)
 	workers["d0"].Kill()
-	exclude("d0", func() bool { return nodeState(c, "d0") == fsm.StateDead }, "d0 dead")
+	exclude("d0", fsm.StateDead)
 	if _, err := cl.Drain(ctxT(t, 5*time.Second), "d1"); err != nil {
 		t.Fatal(err)
 	}
-	exclude("d1", func() bool { return true }, "d1 draining")
+	exclude("d1", fsm.StateDraining, fsm.StateDrained) // idle, so it may drain at once
 	c.Kill(c.WaitLeader(t))
 	c.WaitLeader(t)
 	time.Sleep(300 * time.Millisecond)
 	cancel()
 	wg.Wait()
+
+	// Placements decided after an exclusion applied carry its term or a later one.
+	for _, p := range all {
+		if term, ok := excluded[p.GetDecode().GetNodeId()]; ok && p.GetTerm() > term {
+			failures = append(failures, fmt.Sprintf("placed on excluded worker %s in term %d (excluded in term %d)", p.GetDecode().GetNodeId(), p.GetTerm(), term))
+		}
+	}
 	if len(failures) > 0 {
 		t.Fatalf("%d failures, first: %s", len(failures), failures[0])
 	}
-	if placed < 50 {
-		t.Fatalf("only %d placements under churn", placed)
+	if len(all) < 50 {
+		t.Fatalf("only %d placements under churn", len(all))
 	}
-	t.Logf("%d placements under churn", placed)
+	t.Logf("%d placements under churn", len(all))
 }
