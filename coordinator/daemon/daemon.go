@@ -63,7 +63,7 @@ func Start(ctx context.Context, o *Options, log *slog.Logger) error {
 	}
 	lis, err := net.Listen("tcp", o.GRPCListen)
 	if err != nil {
-		return fmt.Errorf("coordinator: grpc listen: %w", err)
+		return fmt.Errorf("daemon: grpc listen: %w", err)
 	}
 	defer lis.Close()
 	reg := prometheus.NewRegistry()
@@ -127,10 +127,10 @@ func Start(ctx context.Context, o *Options, log *slog.Logger) error {
 		case <-ctx.Done():
 		case err := <-serveErr:
 			serveErr <- err // the deferred stop reads it
-			runErr = fmt.Errorf("coordinator: grpc server: %w", err)
+			runErr = fmt.Errorf("daemon: grpc server: %w", err)
 		case err := <-metricsErr:
 			metricsErr <- err // the deferred shutdown reads it
-			runErr = fmt.Errorf("coordinator: metrics server: %w", err)
+			runErr = fmt.Errorf("daemon: metrics server: %w", err)
 		case err := <-joinedCh:
 			joinedCh = nil
 			runErr = err // nil once joined: keep serving
@@ -187,7 +187,7 @@ func addSelf(ctx context.Context, o *Options, srv *coordinator.Server, addrs []s
 	defer cancel()
 	resp, err := cl.AddPeer(actx, &pb.AddPeerRequest{Id: o.Config.NodeID, RaftAddr: srv.RaftAddr(), GrpcAddr: o.Config.GRPCAdvertise})
 	if err != nil {
-		return fmt.Errorf("coordinator: join through %v: %w", addrs, err)
+		return fmt.Errorf("daemon: join through %v: %w", addrs, err)
 	}
 	if err := srv.JoinGossip(actx, resp.GetGossipSeeds()); err != nil {
 		return err

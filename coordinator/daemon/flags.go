@@ -17,7 +17,7 @@ import (
 )
 
 // ErrUsage marks a command-line error; the flag set has already printed usage.
-var ErrUsage = errors.New("coordinator: usage error")
+var ErrUsage = errors.New("daemon: usage error")
 
 // Options are the parsed command line.
 type Options struct {
@@ -92,16 +92,16 @@ func Parse(args []string, stderr io.Writer, getenv func(string) string) (*Option
 	}
 	var err error
 	if c.ClusterSecret, err = secret(*secretFile, getenv("TANDEM_CLUSTER_SECRET")); err != nil {
-		return nil, fmt.Errorf("coordinator: cluster secret: %w", err)
+		return nil, fmt.Errorf("daemon: cluster secret: %w", err)
 	}
 	tok, err := secret(*tokenFile, getenv("TANDEM_ADMIN_TOKEN"))
 	if err != nil {
-		return nil, fmt.Errorf("coordinator: admin token: %w", err)
+		return nil, fmt.Errorf("daemon: admin token: %w", err)
 	}
 	o.AdminToken = string(tok)
 	key, err := secret(*keyFile, getenv("TANDEM_GOSSIP_KEY"))
 	if err != nil {
-		return nil, fmt.Errorf("coordinator: gossip key: %w", err)
+		return nil, fmt.Errorf("daemon: gossip key: %w", err)
 	}
 	if len(key) > 0 {
 		if c.Gossip.SecretKey, err = base64.StdEncoding.DecodeString(string(key)); err != nil {
