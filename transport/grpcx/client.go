@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -113,7 +115,7 @@ func (c *Conn) OpenStream(ctx context.Context, g transport.Grant, dst []int32) (
 		cancel()
 		return nil, fromStatus(ctx, err)
 	}
-	s := &stream{ps: ps, ctx: sctx, cancel: cancel, acks: make(chan transport.Ack, c.peer.Spec.Layers+1), ended: make(chan struct{})}
+	s := &stream{ps: ps, ctx: sctx, cancel: cancel, logger: c.cfg.Logger, acks: make(chan transport.Ack, c.peer.Spec.Layers+1), ended: make(chan struct{})}
 	s.wg.Add(1)
 	go s.recvLoop()
 	open := &transportv1.Frame{Kind: &transportv1.Frame_Open{Open: &transportv1.Open{Grant: wire.Grant(g), DstBlocks: dst}}}
@@ -129,9 +131,11 @@ func (c *Conn) OpenStream(ctx context.Context, g transport.Grant, dst []int32) (
 type stream struct {
 	ps     transportv1.KVTransport_PushClient
 	ctx    context.Context // ends only when this side cancels
+	logger *slog.Logger
 	cancel context.CancelFunc
 	seq    uint64
 	out    outChunk
+	track  inflight
 
 	acks  chan transport.Ack
 	ended chan struct{} // closed when recvLoop ends; err is then set
@@ -214,7 +218,7 @@ func (s *stream) sendMsg(ctx context.Context, m any) error {
 func (s *stream) SendChunk(ctx context.Context, layer int, offset uint64, segs [][]byte, crc uint32) error {
 	// The codec puts segs on the wire without copying; the sender's
 	// memory stays pinned until the transfer's Release, after the stream.
-	s.out.layer, s.out.offset, s.out.segs, s.out.crc = uint32(layer), offset, segs, crc
+	s.out.layer, s.out.offset, s.out.segs, s.out.crc, s.out.track = uint32(layer), offset, segs, crc, &s.track
 	return s.sendMsg(ctx, &s.out)
 }
 
@@ -258,6 +262,14 @@ func (s *stream) Close(cause error) error {
 		}
 		s.cancel()
 		s.wg.Wait()
+		// gRPC drops a cancelled stream's queued data promptly; the bound
+		// only guards against a gRPC bug stalling the caller forever.
+		if !s.track.wait(releaseWait) {
+			s.logger.Error("gRPC still holds payload buffers of a closed stream", "wait", releaseWait)
+		}
 	})
 	return nil
 }
+
+// releaseWait bounds how long Close waits for gRPC to release payload.
+const releaseWait = 5 * time.Second

@@ -35,14 +35,15 @@ func newCodec() codec { return codec{std: encoding.GetCodecV2("proto")} }
 func (codec) Name() string { return "proto" }
 
 // outChunk is a chunk frame to send without copying its payload. segs must
-// stay unchanged until the stream ends: gRPC reads them after SendMsg
-// returns.
+// stay unchanged until gRPC releases them (track counts them): gRPC reads
+// them after SendMsg returns.
 type outChunk struct {
 	seq    uint64
 	layer  uint32
 	offset uint64
 	segs   [][]byte
 	crc    uint32
+	track  *inflight
 }
 
 // inFrame receives one frame. scratch is reused across frames of a stream;
@@ -101,7 +102,7 @@ func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 	out := make(mem.BufferSlice, 0, len(o.segs)+2)
 	out = append(out, mem.SliceBuffer(h))
 	for _, s := range o.segs {
-		out = append(out, mem.SliceBuffer(s))
+		out = append(out, o.track.wrap(s))
 	}
 	if o.crc != 0 {
 		t := protowire.AppendTag(make([]byte, 0, 5), 4, protowire.Fixed32Type)
