@@ -201,6 +201,11 @@ func (s *Server) LeaderGRPCAddr() (string, error) {
 	if id == "" {
 		return "", ErrNoLeader
 	}
+	if string(id) == s.cfg.NodeID {
+		// Raft elected us but the leader loop has not finished establishing: forwarding to
+		// ourselves would only bounce. The caller retries in a moment.
+		return "", fmt.Errorf("%w: this node was just elected and is not ready yet", ErrNoLeader)
+	}
 	n, ok := s.fsm.State().Nodes[string(id)]
 	if !ok || n.GRPCAddr == "" {
 		// The leader writes its own record right after election; until then it is not ready.
