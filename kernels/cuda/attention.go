@@ -27,12 +27,14 @@ const (
 	splitMaxRows = 4
 )
 
-// attnWork is the device work of one attention call.
+// attnWork is the device work of one attention call. Its slices are reused
+// from call to call (build), so a steady decode loop does not allocate.
 type attnWork struct {
 	tasks   []int32 // taskInts per task, whole thread blocks of attnWarps
 	tables  []int32 // the sequences' block tables, concatenated
 	combine []int32 // combineInts per split (query row, head)
 	parts   int     // partial results the split tasks write
+	base    []int   // build's scratch: first partial slot per (row, head)
 }
 
 // attentionTasks turns an attention call into the kernels' work list, after
@@ -52,15 +54,25 @@ type attnWork struct {
 // sequences in the batch.
 func attentionTasks(p kernels.AttnParams, qRows int, spec kernels.KVSpec) (attnWork, error) {
 	var w attnWork
+	if err := w.build(p, qRows, spec); err != nil {
+		return attnWork{}, err
+	}
+	w.base = nil
+	return w, nil
+}
+
+// build refills w with the work of p, reusing w's slices.
+func (w *attnWork) build(p kernels.AttnParams, qRows int, spec kernels.KVSpec) error {
+	w.tasks, w.tables, w.combine, w.parts = w.tasks[:0], w.tables[:0], w.combine[:0], 0
 	group := p.Heads / p.KVHeads
 	for i, s := range p.Seqs {
 		switch {
 		case s.QueryLen < 0 || s.QueryStart < 0 || s.QueryStart+s.QueryLen > qRows:
-			return attnWork{}, fmt.Errorf("%w: sequence %d query rows [%d, %d) outside [0, %d)", ErrInvalidArgument, i, s.QueryStart, s.QueryStart+s.QueryLen, qRows)
+			return fmt.Errorf("%w: sequence %d query rows [%d, %d) outside [0, %d)", ErrInvalidArgument, i, s.QueryStart, s.QueryStart+s.QueryLen, qRows)
 		case s.KVLen < s.QueryLen:
-			return attnWork{}, fmt.Errorf("%w: sequence %d has %d queries but %d keys", ErrInvalidArgument, i, s.QueryLen, s.KVLen)
+			return fmt.Errorf("%w: sequence %d has %d queries but %d keys", ErrInvalidArgument, i, s.QueryLen, s.KVLen)
 		case s.KVLen > len(s.Blocks)*spec.BlockSize:
-			return attnWork{}, fmt.Errorf("%w: sequence %d has %d keys but %d blocks of %d", ErrInvalidArgument, i, s.KVLen, len(s.Blocks), spec.BlockSize)
+			return fmt.Errorf("%w: sequence %d has %d keys but %d blocks of %d", ErrInvalidArgument, i, s.KVLen, len(s.Blocks), spec.BlockSize)
 		}
 		if s.QueryLen == 0 {
 			continue
@@ -68,7 +80,7 @@ func attentionTasks(p kernels.AttnParams, qRows int, spec kernels.KVSpec) (attnW
 		used := (s.KVLen + spec.BlockSize - 1) / spec.BlockSize
 		for _, blk := range s.Blocks[:used] {
 			if blk < 0 || int(blk) >= spec.Blocks {
-				return attnWork{}, fmt.Errorf("%w: sequence %d block %d outside [0, %d)", ErrInvalidArgument, i, blk, spec.Blocks)
+				return fmt.Errorf("%w: sequence %d block %d outside [0, %d)", ErrInvalidArgument, i, blk, spec.Blocks)
 			}
 		}
 		off := int32(len(w.tables))
@@ -81,7 +93,10 @@ func attentionTasks(p kernels.AttnParams, qRows int, spec kernels.KVSpec) (attnW
 		for kvh := 0; kvh < p.KVHeads; kvh++ {
 			// Partial slots of each (row, head): consecutive, one per chunk
 			// the row's keys reach; -1 when the row has a single chunk.
-			base := make([]int, s.QueryLen*group)
+			if cap(w.base) < s.QueryLen*group {
+				w.base = make([]int, s.QueryLen*group)
+			}
+			base := w.base[:s.QueryLen*group]
 			for r := 0; r < s.QueryLen; r++ {
 				n := (keys(r) + splitKeys - 1) / splitKeys
 				for g := 0; g < group; g++ {
@@ -119,5 +134,67 @@ func attentionTasks(p kernels.AttnParams, qRows int, spec kernels.KVSpec) (attnW
 			}
 		}
 	}
-	return w, nil
+	return nil
 }
+
+// attnCache remembers the last attention call's shape and work. A model
+// calls Attention once per layer with the same sequences, so every layer
+// after the first reuses the work list, and the copy of it already on the
+// device, instead of rebuilding and uploading it.
+type attnCache struct {
+	valid                          bool
+	heads, kvHeads, headDim, qRows int
+	spec                           kernels.KVSpec
+	seqs                           []kernels.AttnSeq // Blocks alias blocks
+	blocks                         []int32
+	work                           attnWork
+}
+
+// lookup returns the work of p and whether it is the work of the previous
+// call (then already staged on the device).
+func (c *attnCache) lookup(p kernels.AttnParams, qRows int, spec kernels.KVSpec) (*attnWork, bool, error) {
+	if c.valid && c.matches(p, qRows, spec) {
+		return &c.work, true, nil
+	}
+	c.valid = false
+	if err := c.work.build(p, qRows, spec); err != nil {
+		return nil, false, err
+	}
+	c.heads, c.kvHeads, c.headDim, c.qRows, c.spec = p.Heads, p.KVHeads, p.HeadDim, qRows, spec
+	c.seqs, c.blocks = c.seqs[:0], c.blocks[:0]
+	for _, s := range p.Seqs {
+		c.blocks = append(c.blocks, s.Blocks...)
+	}
+	off := 0
+	for _, s := range p.Seqs {
+		cs := s
+		cs.Blocks = c.blocks[off : off+len(s.Blocks) : off+len(s.Blocks)]
+		off += len(s.Blocks)
+		c.seqs = append(c.seqs, cs)
+	}
+	c.valid = true
+	return &c.work, false, nil
+}
+
+func (c *attnCache) matches(p kernels.AttnParams, qRows int, spec kernels.KVSpec) bool {
+	if p.Heads != c.heads || p.KVHeads != c.kvHeads || p.HeadDim != c.headDim || qRows != c.qRows ||
+		spec != c.spec || len(p.Seqs) != len(c.seqs) {
+		return false
+	}
+	for i, s := range p.Seqs {
+		o := c.seqs[i]
+		if s.QueryStart != o.QueryStart || s.QueryLen != o.QueryLen || s.KVLen != o.KVLen || len(s.Blocks) != len(o.Blocks) {
+			return false
+		}
+		for j, b := range s.Blocks {
+			if b != o.Blocks[j] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// invalidate forgets the cached work (after a failed launch the device copy
+// may be incomplete).
+func (c *attnCache) invalidate() { c.valid = false }

@@ -19,7 +19,8 @@ type Backend struct {
 	info DeviceInfo
 	log  *slog.Logger
 	mem  *pool
-	err  error // first failure, see Err
+	attn attnCache // last attention work list, see attnCache
+	err  error     // first failure, see Err
 }
 
 var _ kernels.Backend = (*Backend)(nil)

@@ -268,3 +268,90 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("negative device: %v", err)
 	}
 }
+
+// BenchmarkAttentionTasks measures the host-side work-list construction that
+// precedes every attention launch: a batch-32 decode step at 4096 tokens of
+// context (split into key ranges) for Llama-3-8B's 32 heads over 8 KV heads.
+func BenchmarkAttentionTasks(b *testing.B) {
+	spec := kernels.KVSpec{Layers: 1, Blocks: 32 * 257, BlockSize: 16, KVHeads: 8, HeadDim: 128}
+	p := kernels.AttnParams{Heads: 32, KVHeads: 8, HeadDim: 128}
+	for s := 0; s < 32; s++ {
+		seq := kernels.AttnSeq{QueryStart: s, QueryLen: 1, KVLen: 4096}
+		for i := 0; i < 256; i++ {
+			seq.Blocks = append(seq.Blocks, int32(s*257+i))
+		}
+		p.Seqs = append(p.Seqs, seq)
+	}
+	var w attnWork
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := w.build(p, 32, spec); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkAttentionTasksCached is the same call repeated, as every layer
+// after the first of a step makes it: the cached work is reused.
+func BenchmarkAttentionTasksCached(b *testing.B) {
+	spec := kernels.KVSpec{Layers: 1, Blocks: 32 * 257, BlockSize: 16, KVHeads: 8, HeadDim: 128}
+	p := kernels.AttnParams{Heads: 32, KVHeads: 8, HeadDim: 128}
+	for s := 0; s < 32; s++ {
+		seq := kernels.AttnSeq{QueryStart: s, QueryLen: 1, KVLen: 4096}
+		for i := 0; i < 256; i++ {
+			seq.Blocks = append(seq.Blocks, int32(s*257+i))
+		}
+		p.Seqs = append(p.Seqs, seq)
+	}
+	var c attnCache
+	if _, _, err := c.lookup(p, 32, spec); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, staged, err := c.lookup(p, 32, spec); err != nil || !staged {
+			b.Fatalf("lookup: staged %v, %v", staged, err)
+		}
+	}
+}
+
+func TestAttnCache(t *testing.T) {
+	spec := kernels.KVSpec{Layers: 1, Blocks: 16, BlockSize: 4, KVHeads: 1, HeadDim: 8}
+	blocks := []int32{3, 1, 2}
+	p := kernels.AttnParams{Heads: 2, KVHeads: 1, HeadDim: 8, Seqs: []kernels.AttnSeq{{QueryLen: 1, KVLen: 9, Blocks: blocks}}}
+	var c attnCache
+	steps := []struct {
+		name   string
+		change func()
+		staged bool
+	}{
+		{"first call builds", func() {}, false},
+		{"same call reuses", func() {}, true},
+		{"caller rewrites its block table in place", func() { blocks[2] = 7 }, false},
+		{"same again reuses", func() {}, true},
+		{"longer sequence", func() { p.Seqs[0].KVLen = 10 }, false},
+		{"other spec", func() { spec.BlockSize = 8 }, false},
+		{"bad sequence fails", func() { p.Seqs[0].KVLen = 100 }, false},
+		{"after a failure the next call builds", func() { p.Seqs[0].KVLen = 10 }, false},
+	}
+	for _, st := range steps {
+		st.change()
+		w, staged, err := c.lookup(p, 1, spec)
+		if st.name == "bad sequence fails" {
+			if !errors.Is(err, ErrInvalidArgument) {
+				t.Fatalf("%s: err %v", st.name, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if staged != st.staged {
+			t.Fatalf("%s: staged %v, want %v", st.name, staged, st.staged)
+		}
+		want, _ := attentionTasks(p, 1, spec)
+		if diff := cmp.Diff(want.tasks, w.tasks); diff != "" {
+			t.Fatalf("%s: cached tasks (-want +got):\n%s", st.name, diff)
+		}
+	}
+}

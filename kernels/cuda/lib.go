@@ -36,7 +36,7 @@ typedef struct {
 	int (*gather)(tc_ctx *, float *, const float *, int, const int32_t *, int);
 	int (*store_kv)(tc_ctx *, void *, int, int, int, int, const float *, const float *, const int32_t *, int);
 	int (*attention)(tc_ctx *, float *, const float *, const void *, int, int, int, int, int, float,
-	                 const tc_attn_task *, int, const int32_t *, int, const tc_attn_combine *, int, int);
+	                 const tc_attn_task *, int, const int32_t *, int, const tc_attn_combine *, int, int, int);
 	int (*nccl_available)(void);
 	int (*nccl_init_all)(tc_ctx **, int, void **);
 	int (*nccl_all_reduce_sum)(tc_ctx *, void *, float *, size_t);
@@ -118,9 +118,9 @@ static int t_swiglu(tc_api *a, uintptr_t c, uintptr_t dst, uintptr_t g, uintptr_
 static int t_gather(tc_api *a, uintptr_t c, uintptr_t dst, uintptr_t src, int cols, const int32_t *rows, int n) { return a->gather(CTX(c), F(dst), F(src), cols, rows, n); }
 static int t_store_kv(tc_api *a, uintptr_t c, uintptr_t layer, int dt, int bs, int kvh, int hd, uintptr_t k, uintptr_t v, const int32_t *slots, int n) { return a->store_kv(CTX(c), P(layer), dt, bs, kvh, hd, F(k), F(v), slots, n); }
 static int t_attention(tc_api *a, uintptr_t c, uintptr_t dst, uintptr_t q, uintptr_t layer, int dt, int bs, int h, int kvh, int hd, float scale,
-                       const int32_t *tasks, int nt, const int32_t *tables, int ntab, const int32_t *comb, int ncomb, int nparts) {
+                       const int32_t *tasks, int nt, const int32_t *tables, int ntab, const int32_t *comb, int ncomb, int nparts, int staged) {
 	return a->attention(CTX(c), F(dst), F(q), P(layer), dt, bs, h, kvh, hd, scale, (const tc_attn_task *)tasks, nt, tables, ntab,
-	                    (const tc_attn_combine *)comb, ncomb, nparts);
+	                    (const tc_attn_combine *)comb, ncomb, nparts, staged);
 }
 static int t_nccl_available(tc_api *a) { return a->nccl_available(); }
 static int t_nccl_init_all(tc_api *a, uintptr_t *ctxs, int n, uintptr_t *comms) { return a->nccl_init_all((tc_ctx **)ctxs, n, (void **)comms); }
@@ -408,11 +408,15 @@ func (l *library) storeKV(ctx, layer uintptr, dtype kernels.KVDType, blockSize, 
 }
 
 func (l *library) attention(ctx, dst, q, layer uintptr, dtype kernels.KVDType, blockSize, heads, kvHeads, headDim int,
-	scale float32, w attnWork) error {
+	scale float32, w *attnWork, staged bool) error {
+	st := C.int(0)
+	if staged {
+		st = 1
+	}
 	return l.check("attention", C.t_attention(l.api, C.uintptr_t(ctx), C.uintptr_t(dst), C.uintptr_t(q),
 		C.uintptr_t(layer), C.int(dtype), C.int(blockSize), C.int(heads), C.int(kvHeads), C.int(headDim), C.float(scale),
 		i32p(w.tasks), C.int(len(w.tasks)/taskInts), i32p(w.tables), C.int(len(w.tables)),
-		i32p(w.combine), C.int(len(w.combine)/combineInts), C.int(w.parts)))
+		i32p(w.combine), C.int(len(w.combine)/combineInts), C.int(w.parts), st))
 }
 
 func (l *library) ncclAvailable() bool { return C.t_nccl_available(l.api) != 0 }

@@ -150,10 +150,14 @@ func (b *Backend) Attention(dst, q kernels.Tensor, c kernels.KVCache, layer int,
 	if qt.rows == 0 || !b.live(d, qt) || !b.liveCache(kc, layer) {
 		return
 	}
-	work, err := attentionTasks(p, qt.rows, kc.spec)
+	work, staged, err := b.attn.lookup(p, qt.rows, kc.spec)
 	if b.fail(err) || len(work.tasks) == 0 {
 		return
 	}
-	b.fail(b.lib.attention(b.ctx, d.ptr, qt.ptr, kc.layers[layer], kc.spec.DType, kc.spec.BlockSize, p.Heads, p.KVHeads,
-		p.HeadDim, p.Scale, work))
+	err = b.lib.attention(b.ctx, d.ptr, qt.ptr, kc.layers[layer], kc.spec.DType, kc.spec.BlockSize, p.Heads, p.KVHeads,
+		p.HeadDim, p.Scale, work, staged)
+	if err != nil {
+		b.attn.invalidate()
+	}
+	b.fail(err)
 }

@@ -208,7 +208,7 @@ extern "C" int tandem_cuda_attention(tc_ctx *c, float *d_dst, const float *d_q, 
                                      int kv_dtype, int block_size, int heads, int kv_heads, int head_dim,
                                      float scale, const tc_attn_task *h_tasks, int n_tasks,
                                      const int32_t *h_tables, int n_tables, const tc_attn_combine *h_combine,
-                                     int n_combine, int n_parts) {
+                                     int n_combine, int n_parts, int staged) {
 	int rc = tc_enter(c);
 	if (rc != TC_OK) return rc;
 	if (n_tasks <= 0) return TC_OK;
@@ -218,9 +218,8 @@ extern "C" int tandem_cuda_attention(tc_ctx *c, float *d_dst, const float *d_q, 
 	}
 	if (head_dim <= 0 || head_dim > TC_ATTN_MAX_HD) return TC_ERR_UNSUPPORTED;
 	if (kv_dtype != TC_KV_F16 && kv_dtype != TC_KV_INT8) return TC_ERR_UNSUPPORTED;
-	// Scratch layout: tasks | tables | combine items | partials, each
-	// 16-byte aligned. Sized once up front, so staging a later array cannot
-	// move an earlier one.
+	// Work buffer layout: tasks | tables | combine items | partials, each
+	// 16-byte aligned.
 	const size_t task_bytes = (size_t)n_tasks * sizeof(tc_attn_task);
 	const size_t table_off = (task_bytes + 15) / 16 * 16;
 	const size_t table_bytes = (size_t)n_tables * sizeof(int32_t);
@@ -228,18 +227,33 @@ extern "C" int tandem_cuda_attention(tc_ctx *c, float *d_dst, const float *d_q, 
 	const size_t comb_bytes = (size_t)n_combine * sizeof(tc_attn_combine);
 	const size_t part_off = (comb_off + comb_bytes + 15) / 16 * 16;
 	const size_t part_bytes = (size_t)n_parts * (head_dim + 2) * sizeof(float);
-	void *base, *tasks, *tables, *combine = nullptr;
-	rc = tc_scratch(c, part_off + part_bytes, &base);
-	if (rc != TC_OK) return rc;
-	rc = tc_stage(c, 0, h_tasks, task_bytes, &tasks);
-	if (rc != TC_OK) return rc;
-	rc = tc_stage(c, table_off, h_tables, table_bytes, &tables);
-	if (rc != TC_OK) return rc;
-	if (n_combine > 0) {
-		rc = tc_stage(c, comb_off, h_combine, comb_bytes, &combine);
-		if (rc != TC_OK) return rc;
+	const size_t total = part_off + part_bytes;
+	if (staged && (c->attn == nullptr || total > c->attn_bytes)) return TC_ERR_ARG;
+	if (!staged) {
+		if (total > c->attn_bytes) {
+			size_t want = total + total / 2;
+			if (c->attn != nullptr) {
+				// Earlier attention kernels may still read the old list.
+				TC_CHECK(cudaStreamSynchronize(c->stream));
+				TC_CHECK(cudaFree(c->attn));
+				c->attn = nullptr;
+				c->attn_bytes = 0;
+			}
+			TC_CHECK(cudaMalloc(&c->attn, want));
+			c->attn_bytes = want;
+		}
+		// Stream-ordered: the copies wait for earlier kernels that read the
+		// previous list. Pageable sources are staged before returning.
+		char *a = (char *)c->attn;
+		TC_CHECK(cudaMemcpyAsync(a, h_tasks, task_bytes, cudaMemcpyHostToDevice, c->stream));
+		TC_CHECK(cudaMemcpyAsync(a + table_off, h_tables, table_bytes, cudaMemcpyHostToDevice, c->stream));
+		if (n_combine > 0) {
+			TC_CHECK(cudaMemcpyAsync(a + comb_off, h_combine, comb_bytes, cudaMemcpyHostToDevice, c->stream));
+		}
 	}
-	float *partials = (float *)((char *)base + part_off);
+	char *a = (char *)c->attn;
+	const void *tasks = a, *tables = a + table_off, *combine = a + comb_off;
+	float *partials = (float *)(a + part_off);
 	size_t smem = tc_attn_smem(head_dim);
 	if (smem > 48 * 1024) {
 		TC_CHECK(cudaFuncSetAttribute(k_attention, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));

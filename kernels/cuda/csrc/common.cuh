@@ -17,6 +17,11 @@ struct tc_ctx {
 	// ordered on the one stream.
 	void *scratch;
 	size_t scratch_bytes;
+	// attn holds the last attention work list and its partial results; it
+	// survives other calls, so a work list reused across layers is copied
+	// once.
+	void *attn;
+	size_t attn_bytes;
 };
 
 // TC_CHECK returns a failing cudaError_t from the enclosing function.

@@ -1,4 +1,5 @@
 // runtime.cu: contexts, memory, device inventory and error strings.
+#include <initializer_list>
 #include <new>
 #include <stdio.h>
 #include <string.h>
@@ -86,8 +87,9 @@ extern "C" int tandem_cuda_destroy(tc_ctx *c) {
 	int rc = tc_enter(c);
 	if (rc != TC_OK) return rc;
 	cudaError_t err = cudaStreamSynchronize(c->stream);
-	if (c->scratch != nullptr) {
-		cudaError_t e2 = cudaFree(c->scratch);
+	for (void *p : {c->scratch, c->attn}) {
+		if (p == nullptr) continue;
+		cudaError_t e2 = cudaFree(p);
 		if (err == cudaSuccess) err = e2;
 	}
 	cudaError_t e3 = cudaStreamDestroy(c->stream);

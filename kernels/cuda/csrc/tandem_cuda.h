@@ -26,7 +26,7 @@
 extern "C" {
 #endif
 
-#define TANDEM_CUDA_ABI_VERSION 3
+#define TANDEM_CUDA_ABI_VERSION 4
 
 #define TC_OK 0
 #define TC_ERR_ARG (-1)         /* invalid argument */
@@ -128,6 +128,11 @@ int tandem_cuda_store_kv(tc_ctx *c, void *d_layer, int kv_dtype, int block_size,
  * writes a partial result (running max, normaliser, unnormalised output) to
  * partial slot part; each h_combine entry then folds n_parts consecutive
  * partials, in order, into the output of (q_row, head).
+ *
+ * The work list is copied into a device buffer the context keeps for it.
+ * With staged != 0 the caller asserts that the arrays are the ones of its
+ * previous call (a model runs every layer with the same work list) and the
+ * copy is skipped.
  */
 #define TC_ATTN_WARPS 4
 typedef struct {
@@ -153,7 +158,7 @@ int tandem_cuda_attention(tc_ctx *c, float *d_dst, const float *d_q,
                           const tc_attn_task *h_tasks, int n_tasks,
                           const int32_t *h_tables, int n_tables,
                           const tc_attn_combine *h_combine, int n_combine,
-                          int n_parts);
+                          int n_parts, int staged);
 
 /*
  * NCCL, loaded with dlopen("libnccl.so.2") on first use. A communicator
