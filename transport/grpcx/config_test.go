@@ -17,7 +17,7 @@ func TestConfig_Validate(t *testing.T) {
 		{"no TLS files", func(c *grpcx.Config) {}, false},
 		{"tiny chunk", func(c *grpcx.Config) { c.Insecure, c.MaxChunkBytes = true, 100 }, false},
 		{"conn window below stream window", func(c *grpcx.Config) { c.Insecure, c.ConnWindow = true, c.StreamWindow-1 }, false},
-		{"no keepalive", func(c *grpcx.Config) { c.Insecure, c.Keepalive = true, 0 * time.Second }, false},
+		{"no keepalive", func(c *grpcx.Config) { c.Insecure, c.Keepalive = true, 0*time.Second }, false},
 		{"no logger", func(c *grpcx.Config) { c.Insecure, c.Logger = true, nil }, false},
 	}
 	for _, tc := range tests {
