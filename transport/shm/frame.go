@@ -83,7 +83,7 @@ func decode(br io.Reader, buf *[]byte, m proto.Message) error {
 	return nil
 }
 
-// takeFD returns the one descriptor received so far and closes any others.
+// takeFD returns the descriptor received with the StartPush being served.
 func (r *reader) takeFD() (int, error) {
 	fds := r.fr.take()
 	if len(fds) != 1 {
@@ -111,14 +111,27 @@ func (f *fdReader) Read(p []byte) (int, error) {
 		if msgs, perr := unix.ParseSocketControlMessage(f.oob[:oobn]); perr == nil {
 			for _, m := range msgs {
 				if fds, ferr := unix.ParseUnixRights(&m); ferr == nil {
-					f.mu.Lock()
-					f.fds = append(f.fds, fds...)
-					f.mu.Unlock()
+					f.keep(fds)
 				}
 			}
 		}
 	}
 	return n, err
+}
+
+// keep holds at most one pending descriptor, the only one the protocol
+// ever sends ahead of its StartPush; a peer sending more cannot make us
+// hoard descriptors.
+func (f *fdReader) keep(fds []int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, fd := range fds {
+		if len(f.fds) == 0 {
+			f.fds = append(f.fds, fd)
+		} else {
+			unix.Close(fd)
+		}
+	}
 }
 
 func (f *fdReader) take() []int {
