@@ -146,8 +146,10 @@ func (s *Server) reconcile(ctx context.Context) {
 		alive[m.ID] = true
 	}
 	s.reconcilePeers(ctx, members)
+	st := s.fsm.State()
+	s.loads.retain(func(id string) bool { _, ok := st.Nodes[id]; return ok })
 	now := s.clock.Now()
-	for _, n := range s.fsm.State().SortedNodes() {
+	for _, n := range st.SortedNodes() {
 		if n.ID == s.cfg.NodeID {
 			continue
 		}

@@ -146,3 +146,14 @@ func (l *loads) idle(id string, since time.Time) bool {
 	return ok && !e.reported.Before(since) && !e.reported.IsZero() && e.inFlight == 0 &&
 		e.load.Running == 0 && e.load.QueueDepth == 0 && e.load.Waiting == 0
 }
+
+// retain forgets entries of nodes no longer registered, so removed workers do not accumulate.
+func (l *loads) retain(keep func(id string) bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for id := range l.entries {
+		if !keep(id) {
+			delete(l.entries, id)
+		}
+	}
+}

@@ -92,6 +92,10 @@ func TestLoads(t *testing.T) {
 	if l.idle("w", clk.Now()) {
 		t.Fatal("a report older than the drain must not count as idle")
 	}
+	l.retain(func(id string) bool { return id != "w" })
+	if snap, _ := l.snapshot("w"); snap != nil {
+		t.Fatal("retain kept a removed worker")
+	}
 }
 
 func TestPlaceCache(t *testing.T) {
