@@ -21,6 +21,13 @@ mkdir -p "$out"
 exec > >(tee "$out/gpu-check.log") 2>&1
 t0=$(date +%s)
 section() { printf '\n== %s (%ds)\n' "$*" "$(($(date +%s) - t0))"; }
+# Every step's timeout is capped by what is left of the 8-minute budget
+# (470 s, keeping a margin for the report).
+budget() {
+	local left=$((470 - ($(date +%s) - t0)))
+	((left < 5)) && left=5
+	echo $(($1 < left ? $1 : left))
+}
 failed=()
 
 section "host"
@@ -32,9 +39,9 @@ done
 
 section "build kernels"
 lib="$root/kernels/cuda/build/libtandem_cuda.so"
-if timeout 240 scripts/build-cuda.sh; then
+if timeout "$(budget 200)" scripts/build-cuda.sh; then
 	:
-elif TANDEM_CUDA_WERROR=0 timeout 240 scripts/build-cuda.sh; then
+elif TANDEM_CUDA_WERROR=0 timeout "$(budget 200)" scripts/build-cuda.sh; then
 	echo "gpu-check: built without -Werror (the host compiler warned; see above)"
 	failed+=("build:warnings")
 elif [[ -f "$bin/libtandem_cuda.so" ]]; then
@@ -56,7 +63,7 @@ run_tests() {
 	local dir=$1 exe=$2
 	shift 2
 	echo "### $dir" >>"$out/tests.txt"
-	if ! (cd "$dir" && timeout 180 "$exe" -test.count=1 -test.v "$@") >>"$out/tests.txt" 2>&1; then
+	if ! (cd "$dir" && timeout "$(budget 120)" "$exe" -test.count=1 -test.v "$@") >>"$out/tests.txt" 2>&1; then
 		failed+=("tests:$dir")
 	fi
 }
@@ -69,15 +76,15 @@ done <"$bin/extra.txt"
 grep -E '^(###|--- |ok|FAIL|PASS|panic)|_test.go' "$out/tests.txt"
 
 section "matrix-vector benchmarks"
-(cd kernels/cuda && timeout 150 "$bin/cuda.test" -test.run '^$' -test.bench 'MatVec' -test.benchtime 200x) >"$out/bench.txt" 2>&1 || failed+=("bench:matvec")
+(cd kernels/cuda && timeout "$(budget 90)" "$bin/cuda.test" -test.run '^$' -test.bench 'MatVec' -test.benchtime 200x) >"$out/bench.txt" 2>&1 || failed+=("bench:matvec")
 grep -E '^Benchmark|FAIL|panic' "$out/bench.txt"
 
 section "model benchmarks"
-(cd kernels/cuda && timeout 200 "$bin/cuda.test" -test.run '^$' -test.bench 'Model' -test.benchtime 5x) >"$out/bench-model.txt" 2>&1 || failed+=("bench:model")
+(cd kernels/cuda && timeout "$(budget 150)" "$bin/cuda.test" -test.run '^$' -test.bench 'Model' -test.benchtime 5x) >"$out/bench-model.txt" 2>&1 || failed+=("bench:model")
 grep -E '^Benchmark|FAIL|panic' "$out/bench-model.txt"
 
 section "transformers baseline"
-timeout 170 python3 scripts/gpu-check-hf.py --iters 10 >"$out/bench-hf.txt" 2>&1 || failed+=("baseline")
+timeout "$(budget 150)" python3 scripts/gpu-check-hf.py --iters 10 >"$out/bench-hf.txt" 2>&1 || failed+=("baseline")
 cat "$out/bench-hf.txt"
 
 section "figures"
