@@ -11,7 +11,9 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 
+	"github.com/tandemserve/tandem/engine"
 	"github.com/tandemserve/tandem/engine/sample"
 	"github.com/tandemserve/tandem/kernels"
 	"github.com/tandemserve/tandem/model"
@@ -33,6 +35,9 @@ type engineReport struct {
 	Runs              int       `json:"runs"`
 	PrefillRunsPerS   []float64 `json:"prefill_runs_tokens_per_s"`
 	DecodeRunsPerS    []float64 `json:"decode_runs_tokens_per_s"`
+
+	Batch       []engine.BatchResult `json:"batch,omitempty"`
+	PrefixCache *engine.PrefixResult `json:"prefix_cache,omitempty"`
 }
 
 func runBenchEngine(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -44,6 +49,8 @@ func runBenchEngine(ctx context.Context, args []string, stdout, stderr io.Writer
 	decodeLen := fs.Int("decode-tokens", 128, "tokens generated for the decode measurement")
 	runs := fs.Int("runs", 5, "repetitions; medians are reported")
 	asJSON := fs.Bool("json", false, "print JSON")
+	concurrency := fs.String("concurrency", "1,4,16,32", "comma-separated numbers of sequences decoded together (empty skips the batch and prefix-cache runs)")
+	ttftTokens := fs.Int("ttft-prompt-tokens", 1000, "prompt length of the prefix-cache time-to-first-token measurement")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
@@ -85,6 +92,24 @@ func runBenchEngine(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	rep.PrefillTokensPerS = median(rep.PrefillRunsPerS)
 	rep.DecodeTokensPerS = median(rep.DecodeRunsPerS)
+	if *concurrency != "" {
+		opts := engine.DefaultBenchOptions()
+		opts.ModelID, opts.KVDType, opts.Runs, opts.TTFTPromptTokens = m.ID, kvDType, *runs, *ttftTokens
+		opts.Text = benchPrompt(m, 256)
+		opts.Concurrency = nil
+		for _, f := range strings.Split(*concurrency, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n <= 0 {
+				return fmt.Errorf("bench engine: --concurrency: %q is not a positive number", f)
+			}
+			opts.Concurrency = append(opts.Concurrency, n)
+		}
+		br, err := engine.RunEngineBench(ctx, m.Llama, opts)
+		if err != nil {
+			return err
+		}
+		rep.Batch, rep.PrefixCache = br.Batch, &br.PrefixCache
+	}
 	rep.RSSBytes = residentBytes()
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -94,6 +119,12 @@ func runBenchEngine(ctx context.Context, args []string, stdout, stderr io.Writer
 	fmt.Fprintf(stdout, "model %s on %s: load %.3fs, RSS %.1f MiB (file %.1f MiB)\nprefill %d tokens: %.1f tokens/s\ndecode %d tokens: %.1f tokens/s\n",
 		rep.Model, rep.Backend, rep.LoadSeconds, float64(rep.RSSBytes)/(1<<20), float64(rep.FileBytes)/(1<<20),
 		rep.PromptTokens, rep.PrefillTokensPerS, rep.DecodeTokens, rep.DecodeTokensPerS)
+	for _, b := range rep.Batch {
+		fmt.Fprintf(stdout, "decode with %2d sequences: %.1f tokens/s\n", b.Seqs, b.DecodeTokensPerS)
+	}
+	if pc := rep.PrefixCache; pc != nil {
+		fmt.Fprintf(stdout, "time to first token, %d-token prompt: cold %.1f ms, cached %.1f ms (%.1fx)\n", pc.PromptTokens, pc.ColdTTFTMs, pc.CachedTTFTMs, pc.Speedup)
+	}
 	return nil
 }
 

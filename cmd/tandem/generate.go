@@ -6,13 +6,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
+	"github.com/tandemserve/tandem/engine"
 	"github.com/tandemserve/tandem/engine/sample"
 	"github.com/tandemserve/tandem/kernels"
 	"github.com/tandemserve/tandem/kernels/backends"
 	"github.com/tandemserve/tandem/model"
-	"github.com/tandemserve/tandem/model/llama"
 	"github.com/tandemserve/tandem/model/tokenizer"
 )
 
@@ -67,6 +68,9 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	topP := fs.Float64("top-p", 1, "nucleus filter (1 = off)")
 	minP := fs.Float64("min-p", 0, "min-p filter (0 = off)")
 	seed := fs.Int64("seed", -1, "sampling seed (-1 = random)")
+	repeat := fs.Float64("repetition-penalty", 1, "repetition penalty over the last 64 tokens (1 = off)")
+	var stops stringList
+	fs.Var(&stops, "stop", "stop string (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
@@ -75,6 +79,7 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return errUsage
 	}
 	p.Temperature, p.TopK, p.TopP, p.MinP = float32(*temp), *topK, float32(*topP), float32(*minP)
+	p.RepetitionPenalty, p.Stop = float32(*repeat), stops
 	if *seed >= 0 {
 		p.Seed, p.HasSeed = uint64(*seed), true
 	}
@@ -106,6 +111,16 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	return nil
 }
 
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+
+func (l *stringList) Set(s string) error {
+	*l = append(*l, s)
+	return nil
+}
+
 func rate(n int, d time.Duration) float64 {
 	if d <= 0 || n <= 0 {
 		return 0
@@ -134,11 +149,9 @@ type genStats struct {
 	finish                  sample.FinishReason
 }
 
-// prefillChunk bounds the rows of one forward pass so activations stay small.
-const prefillChunk = 512
-
-// generateOne runs one sequence on a private, contiguous KV cache: the
-// simplest correct use of the model, which the batched engine must match.
+// generateOne runs one request through a private engine (the same paged KV
+// cache, scheduler and batched forward pass the workers use) and streams its
+// text through emit. Stop strings are matched on the decoded text.
 func generateOne(ctx context.Context, m *model.Model, ids []int32, p sample.Params, kvDType kernels.KVDType, emit func(string)) (genStats, error) {
 	cfg := m.Llama.Config()
 	st := genStats{promptTokens: len(ids)}
@@ -149,65 +162,45 @@ func generateOne(ctx context.Context, m *model.Model, ids []int32, p sample.Para
 	if total > cfg.ContextLength {
 		return st, fmt.Errorf("generate: prompt of %d tokens plus %d new tokens exceeds the context of %d", len(ids), p.MaxTokens, cfg.ContextLength)
 	}
+	ecfg := engine.DefaultConfig()
+	ecfg.ModelID, ecfg.Vocab, ecfg.IsEOG = m.ID, cfg.Vocab, m.Tokenizer.IsEOG
 	const blockSize = 16
-	nblocks := (total + blockSize - 1) / blockSize
-	cache, err := m.Llama.Backend().NewKVCache(cfg.KVSpec(nblocks, blockSize, kvDType))
+	cache, err := m.Llama.Backend().NewKVCache(cfg.KVSpec((total+blockSize-1)/blockSize+1, blockSize, kvDType))
 	if err != nil {
 		return st, err
 	}
 	defer cache.Close()
-	table := make([]int32, nblocks)
-	for i := range table {
-		table[i] = int32(i)
+	eng, err := engine.New(ecfg, m.Llama, cache)
+	if err != nil {
+		return st, err
 	}
-	batch := func(tokens []int32, start int) *llama.Batch {
-		b := &llama.Batch{Tokens: tokens}
-		for i := range tokens {
-			pos := start + i
-			b.Positions = append(b.Positions, int32(pos))
-			b.Slots = append(b.Slots, int32(pos))
-		}
-		b.Seqs = []kernels.AttnSeq{{QueryLen: len(tokens), KVLen: start + len(tokens), Blocks: table}}
-		b.LogitRows = []int32{int32(len(tokens) - 1)}
-		return b
+	if err := eng.Start(); err != nil {
+		return st, err
 	}
-
-	smp := sample.New(p)
-	smp.AcceptPrompt(ids)
+	defer eng.Close()
+	h, err := eng.Add(ctx, engine.Request{Tokens: ids, Params: p})
+	if err != nil {
+		return st, err
+	}
 	dec := m.Tokenizer.NewDecoder()
 	stops := sample.NewStopMatcher(p.Stop)
-	t0 := time.Now()
-	var logits []float32
-	for start := 0; start < len(ids); start += prefillChunk {
-		end := min(start+prefillChunk, len(ids))
-		if logits, err = m.Llama.Forward(ctx, cache, batch(ids[start:end], start), nil); err != nil {
-			return st, err
-		}
-	}
-	st.prefill = time.Since(t0)
-	t1 := time.Now()
-	pos := len(ids)
 	stopped := false
-	for {
-		tok := smp.Sample(logits)
-		smp.Accept(tok)
-		st.generated++
-		st.finish = p.CheckToken(tok, st.generated, m.Tokenizer.IsEOG)
-		if st.finish != sample.FinishStop || !m.Tokenizer.IsEOG(tok) {
-			var text string
-			text, stopped = stops.Push(dec.Add(tok))
-			emit(text)
-			if stopped {
-				st.finish = sample.FinishStop
-			}
-		}
-		if st.finish != sample.FinishNone {
+	for !stopped {
+		tok, err := h.Next(ctx)
+		if errors.Is(err, io.EOF) {
 			break
 		}
-		if logits, err = m.Llama.Forward(ctx, cache, batch([]int32{tok}, pos), nil); err != nil {
+		if err != nil {
+			h.Cancel()
 			return st, err
 		}
-		pos++
+		st.generated++
+		var text string
+		text, stopped = stops.Push(dec.Add(tok))
+		emit(text)
+		if stopped {
+			h.Stop()
+		}
 	}
 	if !stopped {
 		if text, hit := stops.Push(dec.Flush()); hit {
@@ -216,6 +209,20 @@ func generateOne(ctx context.Context, m *model.Model, ids []int32, p sample.Para
 			emit(text + stops.Flush())
 		}
 	}
-	st.decode = time.Since(t1)
+	// Drain to the end so Finish and Timing are final.
+	for {
+		if _, err := h.Next(ctx); err != nil {
+			break
+		}
+	}
+	_, st.finish, err = h.Finish()
+	if err != nil {
+		return st, err
+	}
+	if stopped {
+		st.finish = sample.FinishStop
+	}
+	added, first, ended := h.Timing()
+	st.prefill, st.decode = first.Sub(added), ended.Sub(first)
 	return st, nil
 }
