@@ -138,6 +138,7 @@ func TestBuildRejects(t *testing.T) {
 		{"missing picker", `{"prefill":{},"decode":{"picker":{"name":"max-score"}},"decider":{"name":"never-remote"}}`},
 		{"unknown decider", `{"prefill":{"picker":{"name":"max-score"}},"decode":{"picker":{"name":"max-score"}},"decider":{"name":"coin"}}`},
 		{"bad param", `{"prefill":{"picker":{"name":"max-score"}},"decode":{"picker":{"name":"max-score"}},"decider":{"name":"uncached-threshold","params":{"min_uncached_tokens":-1}}}`},
+		{"priority limit below normal", `{"prefill":{"picker":{"name":"max-score"}},"decode":{"filters":[{"name":"queue-limit","params":{"max_queue":4,"priority_max_queue":2}}],"picker":{"name":"max-score"}},"decider":{"name":"never-remote"}}`},
 		{"typo param", `{"prefill":{"picker":{"name":"max-score"}},"decode":{"filters":[{"name":"queue-limit","params":{"maxqueue":3}}],"picker":{"name":"max-score"}},"decider":{"name":"never-remote"}}`},
 		{"negative weight", `{"prefill":{"scorers":[{"name":"load","weight":-1}],"picker":{"name":"max-score"}},"decode":{"picker":{"name":"max-score"}},"decider":{"name":"never-remote"}}`},
 		{"unknown field", `{"prefil":{}}`},
@@ -173,15 +174,30 @@ func TestDefaultSpecRoundTrip(t *testing.T) {
 
 func TestQueueLimit(t *testing.T) {
 	spec := DefaultSpec()
-	spec.Decode.Filters = append(spec.Decode.Filters, PluginSpec{Name: "queue-limit", Params: json.RawMessage(`{"max_queue":2}`)})
+	spec.Decode.Filters = append(spec.Decode.Filters, PluginSpec{Name: "queue-limit", Params: json.RawMessage(`{"max_queue":2,"priority_max_queue":4}`)})
 	p, err := NewRegistry().Build(spec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := Request{Model: "m", PromptTokens: 10}
-	_, err = p.Place(&r, nil, []Candidate{cand("d", RoleDecode, Load{QueueDepth: 2})})
-	if !errors.Is(err, ErrNoCapacity) {
-		t.Fatalf("err = %v, want ErrNoCapacity", err)
+	tests := []struct {
+		name     string
+		queue    int
+		priority int
+		want     error
+	}{
+		{"below limit", 1, 0, nil},
+		{"at limit", 2, 0, ErrNoCapacity},
+		{"priority above normal limit", 3, 1, nil},
+		{"priority at its limit", 4, 1, ErrNoCapacity},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := Request{Model: "m", PromptTokens: 10, Priority: tt.priority}
+			_, err := p.Place(&r, nil, []Candidate{cand("d", RoleDecode, Load{QueueDepth: tt.queue})})
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+		})
 	}
 }
 

@@ -54,32 +54,43 @@ func (kvCapacityFilter) Filter(r *Request, in []Candidate) []Candidate {
 }
 
 // queueLimitFilter drops workers whose queue is at or above max_queue: admission control, so a
-// hot cluster answers ResourceExhausted instead of growing queues without bound.
-type queueLimitFilter struct{ MaxQueue int }
+// hot cluster answers ResourceExhausted instead of growing queues without bound. Requests with
+// priority > 0 use priority_max_queue instead (default: twice max_queue), so interactive traffic
+// is still admitted when batch traffic has filled the normal limit.
+type queueLimitFilter struct{ MaxQueue, PriorityMaxQueue int }
 
 func newQueueLimitFilter(p json.RawMessage) (Filter, error) {
-	f := queueLimitFilter{MaxQueue: 64}
 	var params struct {
-		MaxQueue *int `json:"max_queue"`
+		MaxQueue         *int `json:"max_queue"`
+		PriorityMaxQueue *int `json:"priority_max_queue"`
 	}
 	if err := decodeParams("queue-limit", p, &params); err != nil {
 		return nil, err
 	}
+	f := queueLimitFilter{MaxQueue: 64}
 	if params.MaxQueue != nil {
-		if *params.MaxQueue <= 0 {
-			return nil, fmt.Errorf("%w: queue-limit: max_queue must be positive", ErrConfig)
-		}
 		f.MaxQueue = *params.MaxQueue
+	}
+	f.PriorityMaxQueue = 2 * f.MaxQueue
+	if params.PriorityMaxQueue != nil {
+		f.PriorityMaxQueue = *params.PriorityMaxQueue
+	}
+	if f.MaxQueue <= 0 || f.PriorityMaxQueue < f.MaxQueue {
+		return nil, fmt.Errorf("%w: queue-limit: need 0 < max_queue <= priority_max_queue", ErrConfig)
 	}
 	return f, nil
 }
 
 func (queueLimitFilter) Name() string { return "queue-limit" }
 
-func (f queueLimitFilter) Filter(_ *Request, in []Candidate) []Candidate {
+func (f queueLimitFilter) Filter(r *Request, in []Candidate) []Candidate {
+	limit := f.MaxQueue
+	if r.Priority > 0 {
+		limit = f.PriorityMaxQueue
+	}
 	out := in[:0]
 	for _, c := range in {
-		if c.Load.QueueDepth+c.Load.Waiting < f.MaxQueue {
+		if c.Load.QueueDepth+c.Load.Waiting < limit {
 			out = append(out, c)
 		}
 	}
