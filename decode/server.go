@@ -141,5 +141,5 @@ func (s *Server) Attach(stream grpc.BidiStreamingServer[tandemv1.AttachRequest, 
 	}
 	defer h.Cancel()
 	s.log.Debug("decode: admitted", "request", run.GetRequestId(), "transfer", id, "blocks", len(blocks))
-	return worker.StreamHandle(ctx, h, stream.Send)
+	return worker.StreamHandle(ctx, h, s.Metrics(), stream.Send)
 }

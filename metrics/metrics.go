@@ -75,6 +75,36 @@ func NewGateway(r *Registry) *Gateway {
 	return g
 }
 
+// Worker holds the latencies a worker measures at its engine, without the
+// gateway and network hops: comparing them with the gateway's
+// tandem_time_to_first_token_seconds and tandem_inter_token_latency_seconds
+// gives the serving path's overhead under the same load.
+type Worker struct {
+	// EngineTTFT is from admission into the engine to its first token.
+	EngineTTFT prometheus.Histogram
+	// EngineInterToken is the gap between consecutive tokens the engine
+	// streamed for one request.
+	EngineInterToken prometheus.Histogram
+}
+
+// NewWorker registers a worker's engine latency metrics, labelled by role.
+func NewWorker(r *Registry, role string) (*Worker, error) {
+	w := &Worker{
+		EngineTTFT: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tandem_engine_time_to_first_token_seconds",
+			Help: "Time from admission into a worker's engine to the request's first token.", Buckets: latencyBuckets,
+			ConstLabels: prometheus.Labels{"role": role}}),
+		EngineInterToken: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tandem_engine_inter_token_latency_seconds",
+			Help: "Gap between consecutive tokens a worker's engine streamed for one request.", Buckets: latencyBuckets,
+			ConstLabels: prometheus.Labels{"role": role}}),
+	}
+	for _, c := range []prometheus.Collector{w.EngineTTFT, w.EngineInterToken} {
+		if err := r.reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return w, nil
+}
+
 // Transfer holds the KV transfer metrics of a prefill worker.
 type Transfer struct {
 	Bytes    prometheus.Counter

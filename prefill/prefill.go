@@ -114,6 +114,10 @@ func (s *Server) Prefill(ctx context.Context, req *tandemv1.PrefillRequest) (*ta
 	if err != nil {
 		return nil, worker.ToStatus(err)
 	}
+	if m := s.Metrics(); m != nil {
+		added, at, _ := h.Timing()
+		m.EngineTTFT.Observe(at.Sub(added).Seconds())
+	}
 	if _, err := h.Next(ctx); !errors.Is(err, io.EOF) {
 		return nil, worker.ToStatus(fmt.Errorf("prefill: first token budget not honoured: %w", err))
 	}

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/tandemserve/tandem/engine"
+	"github.com/tandemserve/tandem/metrics"
 	tandemv1 "github.com/tandemserve/tandem/proto/tandem/v1"
 )
 
@@ -33,7 +35,15 @@ type Server struct {
 	role  string
 	log   *slog.Logger
 	kv    KVEndpoint
+	m     *metrics.Worker
 }
+
+// SetMetrics makes the server observe engine latencies into m. Call it
+// before serving.
+func (s *Server) SetMetrics(m *metrics.Worker) { s.m = m }
+
+// Metrics returns the metrics set with SetMetrics, or nil.
+func (s *Server) Metrics() *metrics.Worker { return s.m }
 
 // KVEndpoint is where a decode worker's KV receiver can be reached; load
 // reports publish it so prefill workers can push to it.
@@ -82,11 +92,13 @@ func (s *Server) Run(req *tandemv1.RunRequest, stream tandemv1.Worker_RunServer)
 	}
 	defer h.Cancel()
 	s.log.Debug("worker: run", "request", req.GetRequestId(), "engine_id", h.ID(), "tokens", len(req.GetTokens()))
-	return StreamHandle(ctx, h, stream.Send)
+	return StreamHandle(ctx, h, s.m, stream.Send)
 }
 
-// StreamHandle sends every token of h, then its finish event.
-func StreamHandle(ctx context.Context, h *engine.Handle, send func(*tandemv1.TokenEvent) error) error {
+// StreamHandle sends every token of h, then its finish event, observing the
+// engine's latencies into m when it is not nil.
+func StreamHandle(ctx context.Context, h *engine.Handle, m *metrics.Worker, send func(*tandemv1.TokenEvent) error) error {
+	var last time.Time
 	for {
 		t, err := h.Next(ctx)
 		if errors.Is(err, io.EOF) {
@@ -95,6 +107,16 @@ func StreamHandle(ctx context.Context, h *engine.Handle, send func(*tandemv1.Tok
 		}
 		if err != nil {
 			return ToStatus(err)
+		}
+		if m != nil {
+			now := time.Now()
+			if last.IsZero() {
+				added, first, _ := h.Timing()
+				m.EngineTTFT.Observe(first.Sub(added).Seconds())
+			} else {
+				m.EngineInterToken.Observe(now.Sub(last).Seconds())
+			}
+			last = now
 		}
 		if err := send(&tandemv1.TokenEvent{Token: &t}); err != nil {
 			return err

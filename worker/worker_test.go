@@ -14,11 +14,14 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/testing/protocmp"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/tandemserve/tandem/engine"
 	"github.com/tandemserve/tandem/engine/sample"
 	"github.com/tandemserve/tandem/kernels"
 	"github.com/tandemserve/tandem/kernels/quant"
 	"github.com/tandemserve/tandem/kernels/ref"
+	"github.com/tandemserve/tandem/metrics"
 	"github.com/tandemserve/tandem/model/llama"
 	"github.com/tandemserve/tandem/model/llama/llamatest"
 	tandemv1 "github.com/tandemserve/tandem/proto/tandem/v1"
@@ -64,7 +67,7 @@ func TestParamsRoundTrip(t *testing.T) {
 }
 
 // startServer serves a worker over a tiny random-weight model.
-func startServer(t *testing.T) (*worker.Client, *engine.Engine) {
+func startServer(t *testing.T) (*worker.Client, *engine.Engine, *metrics.Worker) {
 	t.Helper()
 	cfg := llamatest.TinyConfig()
 	src, err := llamatest.Random(cfg, quant.F32, 1, true)
@@ -93,8 +96,14 @@ func startServer(t *testing.T) (*worker.Client, *engine.Engine) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	wm, err := metrics.NewWorker(metrics.NewRegistry(), "colocated")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := worker.NewServer(e, "tiny", "colocated", nil)
+	ws.SetMetrics(wm)
 	srv := grpc.NewServer()
-	tandemv1.RegisterWorkerServer(srv, worker.NewServer(e, "tiny", "colocated", nil))
+	tandemv1.RegisterWorkerServer(srv, ws)
 	done := make(chan struct{})
 	go func() { defer close(done); srv.Serve(lis) }()
 	c, err := worker.Dial(lis.Addr().String())
@@ -108,11 +117,11 @@ func startServer(t *testing.T) (*worker.Client, *engine.Engine) {
 		e.Close()
 		cache.Close()
 	})
-	return c, e
+	return c, e, wm
 }
 
 func TestRun(t *testing.T) {
-	c, e := startServer(t)
+	c, e, wm := startServer(t)
 	ctx := context.Background()
 	sp := &tandemv1.SamplingParams{MaxTokens: 6}
 	cases := []struct {
@@ -159,6 +168,16 @@ func TestRun(t *testing.T) {
 	stop := errors.New("enough")
 	if _, err := c.Run(ctx, &tandemv1.RunRequest{Tokens: []int32{5}, Sampling: &tandemv1.SamplingParams{MaxTokens: 50}}, func(int32) error { return stop }); !errors.Is(err, stop) {
 		t.Fatalf("emit error: %v", err)
+	}
+	// Two successful runs of six tokens each were observed at the engine.
+	var m dto.Metric
+	wm.EngineTTFT.Write(&m)
+	if got := m.GetHistogram().GetSampleCount(); got < 2 {
+		t.Errorf("engine TTFT observed %d times, want at least 2", got)
+	}
+	wm.EngineInterToken.Write(&m)
+	if got := m.GetHistogram().GetSampleCount(); got < 10 {
+		t.Errorf("engine inter-token latency observed %d times, want at least 10", got)
 	}
 	load, err := c.Load(ctx)
 	if err != nil || load.GetRole() != "colocated" || load.GetModel() != "tiny" || load.GetTotalBlocks() != 32 {

@@ -33,6 +33,7 @@ type workerNode struct {
 	cache    kernels.KVCache
 	recv     *transport.Receiver // decode only
 	reg      *metrics.Registry
+	wm       *metrics.Worker
 	grpc     *grpc.Server
 	lis      net.Listener
 	closeAll func()
@@ -81,6 +82,10 @@ func startWorker(ctx context.Context, g *errgroup.Group, cfg serveConfig, role s
 		return nil, err
 	}
 	n := &workerNode{role: role, model: m, eng: eng, cache: cache, reg: reg, closeAll: closeAll}
+	if n.wm, err = metrics.NewWorker(reg, role); err != nil {
+		n.close()
+		return nil, err
+	}
 	if n.lis, err = listen(cfg.Listen); err != nil {
 		n.close()
 		return nil, err
@@ -167,6 +172,7 @@ func newDecodeService(ctx context.Context, g *errgroup.Group, cfg serveConfig, l
 			g.Go(func() error { <-ctx.Done(); return ss.Close() })
 		}
 		srv.SetKVEndpoint(kv)
+		srv.SetMetrics(n.wm)
 		log.Info("KV receiver", "grpc", kv.Addr, "shm", kv.Socket)
 		return srv, nil
 	}

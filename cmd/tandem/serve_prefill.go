@@ -88,7 +88,12 @@ func (r *kvRoutes) close() {
 func newPrefillService(routes *kvRoutes, log *slog.Logger) func(n *workerNode) (tandemv1.WorkerServer, error) {
 	return func(n *workerNode) (tandemv1.WorkerServer, error) {
 		routes.cfg.Local = n.descriptor()
-		return prefill.NewServer(n.eng, routes, n.model.ID, metrics.NewTransfer(n.reg), log)
+		srv, err := prefill.NewServer(n.eng, routes, n.model.ID, metrics.NewTransfer(n.reg), log)
+		if err != nil {
+			return nil, err
+		}
+		srv.SetMetrics(n.wm)
+		return srv, nil
 	}
 }
 
