@@ -59,6 +59,9 @@ flags=(
 	-gencode arch=compute_90,code=sm_90
 	-gencode arch=compute_90,code=compute_90
 	-I"$src"
+	# The C ABI header lives beside the Go package that includes it, so the
+	# Go build cache sees changes to it.
+	-I"$src/.."
 )
 # Compile units in parallel (they are independent), then link once.
 pids=()

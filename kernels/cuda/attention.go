@@ -6,7 +6,7 @@ import (
 	"github.com/tandemserve/tandem/kernels"
 )
 
-// Work-list geometry, mirrored from csrc/tandem_cuda.h.
+// Work-list geometry, mirrored from tandem_cuda.h.
 const (
 	// taskInts is the size of one tc_attn_task in int32s: query row, query
 	// head, key range end, block-table offset, key range begin, partial

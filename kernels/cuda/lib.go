@@ -6,7 +6,7 @@ package cuda
 #include <dlfcn.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include "csrc/tandem_cuda.h"
+#include "tandem_cuda.h"
 
 // tc_api is the library's function table, resolved with dlsym. Device
 // pointers cross into Go as uintptr_t so that Go never holds a pointer it
@@ -227,7 +227,7 @@ func (l *library) close() {
 	l.api = nil
 }
 
-// abiVersion must match TANDEM_CUDA_ABI_VERSION in csrc/tandem_cuda.h.
+// abiVersion must match TANDEM_CUDA_ABI_VERSION in tandem_cuda.h.
 const abiVersion = int(C.TANDEM_CUDA_ABI_VERSION)
 
 // The work-list records are the sizes attention.go assumes.
@@ -244,7 +244,7 @@ var (
 	_ = [1]int{}[int(C.TC_KV_INT8)-int(kernels.KVInt8)]
 )
 
-// Codes of the library's own errors (csrc/tandem_cuda.h).
+// Codes of the library's own errors (tandem_cuda.h).
 const (
 	codeArg         = int(C.TC_ERR_ARG)
 	codeUnsupported = int(C.TC_ERR_UNSUPPORTED)

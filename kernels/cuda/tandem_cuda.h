@@ -1,5 +1,9 @@
 /*
- * tandem_cuda.h: the C ABI of libtandem_cuda.so.
+ * tandem_cuda.h: the C ABI of libtandem_cuda.so (sources in csrc/).
+ *
+ * It sits in the Go package's folder rather than csrc/ because the Go build
+ * cache only tracks headers there: a change to this ABI must rebuild the Go
+ * side.
  *
  * The Go package kernels/cuda dlopens the library and resolves every function
  * below with dlsym, so the Go binary has no link-time dependency on CUDA. All
