@@ -8,9 +8,12 @@ import (
 	"io"
 	"net"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/tandemserve/tandem/coordinator"
 	"github.com/tandemserve/tandem/coordinator/mtls"
@@ -68,6 +71,11 @@ func Parse(args []string, stderr io.Writer, getenv func(string) string) (*Option
 	fs.DurationVar(&c.LoadTTL, "load-ttl", c.LoadTTL, "workers silent for this long get no new placements")
 	fs.DurationVar(&c.TransferTTL, "transfer-ttl", c.TransferTTL, "validity of a placement's transfer token")
 	probe := fs.Duration("gossip-probe-interval", 0, "gossip probe interval (0: memberlist LAN default, 1s)")
+	fs.String("config", "", "YAML file whose keys are these flag names; flags on the command line win")
+	if err := applyConfigFile(fs, args); err != nil {
+		fmt.Fprintln(stderr, err)
+		return nil, fmt.Errorf("%w: %w", ErrUsage, err)
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, ErrUsage
@@ -120,6 +128,63 @@ func Parse(args []string, stderr io.Writer, getenv func(string) string) (*Option
 	}
 	c.Gossip.ProbeInterval = *probe
 	return o, nil
+}
+
+// applyConfigFile finds --config in args and sets every key of that YAML file as the flag of the
+// same name, so a file and the command line fill the same Options (the command line, parsed
+// afterwards, overrides). Unknown keys and non-scalar values are errors.
+func applyConfigFile(fs *flag.FlagSet, args []string) error {
+	path := ""
+	for i, a := range args {
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || name != "config" {
+			continue
+		}
+		switch {
+		case hasVal:
+			path = val
+		case i+1 < len(args):
+			path = args[i+1]
+		}
+	}
+	if path == "" {
+		return nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("daemon: config file: %w", err)
+	}
+	var kv map[string]any
+	if err := yaml.Unmarshal(b, &kv); err != nil {
+		return fmt.Errorf("daemon: config file %s: %w", path, err)
+	}
+	keys := make([]string, 0, len(kv))
+	for k := range kv {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if k == "config" || fs.Lookup(k) == nil {
+			return fmt.Errorf("daemon: config file %s: unknown key %q", path, k)
+		}
+		var v string
+		switch x := kv[k].(type) {
+		case string, bool, int, float64:
+			v = fmt.Sprint(x)
+		case []any:
+			parts := make([]string, len(x))
+			for i, p := range x {
+				parts[i] = fmt.Sprint(p)
+			}
+			v = strings.Join(parts, ",") // lists, e.g. join: [a, b]
+		default:
+			return fmt.Errorf("daemon: config file %s: key %q must be a scalar or a list", path, k)
+		}
+		if err := fs.Set(k, v); err != nil {
+			return fmt.Errorf("daemon: config file %s: %s: %w", path, k, err)
+		}
+	}
+	return nil
 }
 
 // secret reads a file (trimmed) or falls back to the environment value.

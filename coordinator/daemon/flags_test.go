@@ -19,6 +19,14 @@ func TestParse(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef"))
+	cfgFile := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(cfgFile, []byte("id: from-file\ndata-dir: "+dir+"\nbootstrap: true\njoin: [x:1, y:2]\nraft-election-timeout: 2s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	badCfg := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(badCfg, []byte("id: a\nnot-a-flag: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	env := map[string]string{"TANDEM_CLUSTER_SECRET": "env-secret-0123456789", "TANDEM_ADMIN_TOKEN": "tok", "TANDEM_GOSSIP_KEY": key}
 	getenv := func(k string) string { return env[k] }
 	tests := []struct {
@@ -47,6 +55,19 @@ func TestParse(t *testing.T) {
 				}
 			},
 		},
+		{
+			name: "config file, command line wins",
+			args: []string{"--config", cfgFile, "--id", "from-flag"},
+			check: func(t *testing.T, o *Options) {
+				got := []any{o.Config.NodeID, o.Config.Bootstrap, o.Join, o.Config.Raft.ElectionTimeout.String()}
+				want := []any{"from-flag", true, []string{"x:1", "y:2"}, "2s"}
+				if d := cmp.Diff(want, got); d != "" {
+					t.Errorf("(-want +got):\n%s", d)
+				}
+			},
+		},
+		{name: "config file with unknown key", args: []string{"--config=" + badCfg}, wantErr: ErrUsage},
+		{name: "missing config file", args: []string{"--config", filepath.Join(dir, "nope.yaml")}, wantErr: ErrUsage},
 		{name: "missing id", args: []string{"--data-dir", dir}, wantErr: ErrUsage},
 		{name: "unknown flag", args: []string{"--id", "x", "--data-dir", dir, "--bogus"}, wantErr: ErrUsage},
 		{name: "stray argument", args: []string{"--id", "x", "--data-dir", dir, "extra"}, wantErr: ErrUsage},
