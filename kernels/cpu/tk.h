@@ -68,6 +68,12 @@ typedef struct {
 	const char *name;
 	int mr, nr;  // largest tile the kernels accept
 	tk_tile_fn tile[31];  // indexed by weight type; NULL when unsupported
+	// deq_tile[type] multiplies quantized weights with f32 activation rows,
+	// dequantizing in registers with exactly the arithmetic of
+	// tk_dequant_row followed by tile[TK_F32], so it gives the same bits as
+	// that two-step path (kernels.ActF32) without the scratch round trip.
+	// NULL where a level has none.
+	tk_tile_fn deq_tile[31];
 	// Attention helpers. K and V blocks are widened to f32 once per work
 	// item and shared by all of its query rows and heads.
 	void (*cvt_f16)(float *dst, const uint16_t *src, int n);

@@ -5,6 +5,7 @@
 // instead of llama.cpp's 8-bit activation rounding, at the cost of more
 // arithmetic per weight than the integer dot products.
 #include "tk.h"
+#include "tk_ops.h"
 
 typedef struct {
 	tk_tile_fn fn;
@@ -52,6 +53,10 @@ int tk_matmul_f32act(tk_pool *p, const tk_kernels *k, int type, const uint8_t *w
                      const float *x, int T, float *out, float *deq) {
 	if (type < 0 || type > 30 || !k->tile[TK_F32] || tk_row_bytes(type, cols) == 0) {
 		return -1;
+	}
+	if (tk_matmul_deq_ok(k, type, T)) {  // same bits, no scratch round trip
+		tk_matmul_deq(p, k, type, w, rows, cols, x, T, out);
+		return 0;
 	}
 	mf_args m = {
 	    .fn = k->tile[TK_F32],

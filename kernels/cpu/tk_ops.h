@@ -11,6 +11,10 @@ void tk_attention(tk_pool *p, const tk_kernels *k, float *dst, const float *q,
                   const uint8_t *region, int block_size, int kvheads, int headdim, int dtype,
                   int heads, float scale, int nseq, const int32_t *seqs, const int32_t *blocks,
                   int32_t *item_off, float *scratch);
+// Small-batch full-precision-activation MatMul (tk_matmul_deq.c).
+int tk_matmul_deq_ok(const tk_kernels *k, int type, int T);
+void tk_matmul_deq(tk_pool *p, const tk_kernels *k, int type, const uint8_t *w, int rows, int cols,
+                   const float *x, int T, float *out);
 size_t tk_attn_scratch(int block_size, int headdim, int heads, int kvheads);
 void tk_rmsnorm(tk_pool *p, float *dst, const float *x, const float *w, int rows, int cols, float eps);
 void tk_add(tk_pool *p, float *dst, const float *x, int rows, int cols);

@@ -182,6 +182,59 @@ static inline __attribute__((always_inline)) void SFX(float_body)(
 	}
 }
 
+// deq8 is values 8g..8g+7 of a legacy block at p, dequantized with
+// tk_dequant_row's arithmetic: (float)(q - bias) * d + m, or (float)q * d for
+// Q8_0 (m is zero for Q4_0, and adding +0 keeps the same bits as there).
+static inline __m256 SFX(deq8)(const int T, const uint8_t *p, int g, __m256 d, __m256 m) {
+	if (T == TK_Q8_0) {
+		__m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 2 + 8 * g)));
+		return _mm256_mul_ps(_mm256_cvtepi32_ps(q), d);
+	}
+	const uint8_t *qs = p + (T == TK_Q4_0 ? 2 : 4);
+	__m128i b = _mm_loadl_epi64((const __m128i *)(qs + 8 * (g & 1)));
+	if (g >= 2) {
+		b = _mm_srli_epi16(b, 4);
+	}
+	__m256i q = _mm256_cvtepu8_epi32(_mm_and_si128(b, _mm_set1_epi8(0x0f)));
+	if (T == TK_Q4_0) {
+		q = _mm256_sub_epi32(q, _mm256_set1_epi32(8));
+	}
+	return _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(q), d), m);
+}
+
+// deq_body is float_body(TK_F32) over weights dequantized on the fly: the
+// same 8-wide FMA chain per pair in the same column order, hence the same
+// bits as dequantizing first.
+static inline __attribute__((always_inline)) void SFX(deq_body)(
+    const int T, int nb, const uint8_t *w, size_t ws, const int MR, const uint8_t *a,
+    size_t as, const int NR, float *out, size_t ldo) {
+	__m256 acc[TK_MR][TK_NR];
+	for (int i = 0; i < MR; i++) {
+		for (int j = 0; j < NR; j++) acc[i][j] = _mm256_setzero_ps();
+	}
+	const size_t bb = T == TK_Q4_0 ? 18 : T == TK_Q4_1 ? 20 : 34;
+	for (int b = 0; b < nb; b++) {
+		const uint8_t *p[TK_MR];
+		__m256 d[TK_MR], m[TK_MR];
+		for (int i = 0; i < MR; i++) {
+			p[i] = w + (size_t)i * ws + (size_t)b * bb;
+			d[i] = _mm256_set1_ps(SFX(h2f)(p[i]));
+			m[i] = T == TK_Q4_1 ? _mm256_set1_ps(SFX(h2f)(p[i] + 2)) : _mm256_setzero_ps();
+		}
+		for (int g = 0; g < 4; g++) {
+			__m256 wv[TK_MR];
+			for (int i = 0; i < MR; i++) wv[i] = SFX(deq8)(T, p[i], g, d[i], m[i]);
+			for (int j = 0; j < NR; j++) {
+				__m256 xv = _mm256_loadu_ps((const float *)(a + (size_t)j * as) + 32 * b + 8 * g);
+				for (int i = 0; i < MR; i++) acc[i][j] = _mm256_fmadd_ps(wv[i], xv, acc[i][j]);
+			}
+		}
+	}
+	for (int j = 0; j < NR; j++) {
+		for (int i = 0; i < MR; i++) out[(size_t)j * ldo + i] = SFX(hsum)(acc[i][j]);
+	}
+}
+
 // DISPATCH instantiates BODY for every tile shape up to TK_MR x TK_NR.
 #define TILE_FN(NAME, BODY, T)                                                              \
 	static void SFX(NAME)(int nb, const uint8_t *w, size_t ws, int mr, const uint8_t *a,  \
@@ -223,6 +276,9 @@ TILE_FN(tile_q8_0, legacy_body, TK_Q8_0)
 TILE_FN(tile_f32, float_body, TK_F32)
 TILE_FN(tile_f16, float_body, TK_F16)
 TILE_FN(tile_bf16, float_body, TK_BF16)
+TILE_FN(deq_tile_q4_0, deq_body, TK_Q4_0)
+TILE_FN(deq_tile_q4_1, deq_body, TK_Q4_1)
+TILE_FN(deq_tile_q8_0, deq_body, TK_Q8_0)
 
 static void SFX(cvt_f16)(float *dst, const uint16_t *src, int n) {
 	int i = 0;
@@ -359,6 +415,9 @@ static void SFX(fill)(tk_kernels *k) {
 	k->tile[TK_F32] = SFX(tile_f32);
 	k->tile[TK_F16] = SFX(tile_f16);
 	k->tile[TK_BF16] = SFX(tile_bf16);
+	k->deq_tile[TK_Q4_0] = SFX(deq_tile_q4_0);
+	k->deq_tile[TK_Q4_1] = SFX(deq_tile_q4_1);
+	k->deq_tile[TK_Q8_0] = SFX(deq_tile_q8_0);
 	k->cvt_f16 = SFX(cvt_f16);
 	k->cvt_i8 = SFX(cvt_i8);
 	k->scores = SFX(scores);
