@@ -23,16 +23,17 @@ import (
 const usage = `usage: tandem <command> [flags]
 
 commands:
-  generate      run a model locally and stream its output
-  bench engine  measure prefill and decode throughput of the engine
+  dev              run a local cluster: coordinator, gateway, prefill and decode workers
+  coordinator      run a Raft coordinator node
+  gateway          run the gRPC + OpenAI-compatible HTTP gateway
+  prefill          run a prefill worker
+  decode           run a decode worker (also serves colocated requests)
+  generate         run a model locally and stream its output
+  bench engine     measure prefill and decode throughput of the engine
   bench transport  measure KV-block transport throughput
-  coordinator   run a coordinator node
-  dev           run a local cluster (gateway, prefill and decode workers)
-  gateway       run the gRPC + OpenAI-compatible HTTP gateway
-  prefill       run a prefill worker
-  decode        run a decode worker (also serves colocated requests)
-  bench serve   load-test a gateway
-  help          show this help
+  bench placement  measure coordinator placement latency
+  bench serve      load-test a gateway
+  help             show this help
 
 Run 'tandem <command> -h' for the flags of a command.
 `
@@ -70,6 +71,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runPrefill(ctx, rest, stdout, stderr)
 	case "decode":
 		return runDecode(ctx, rest, stdout, stderr)
+	case "coordinator":
+		return runCoordinator(ctx, rest)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -80,7 +83,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, "usage: tandem bench engine|transport [flags]\n")
+		fmt.Fprint(stderr, "usage: tandem bench engine|transport|placement|serve [flags]\n")
 		return errUsage
 	}
 	switch args[0] {
@@ -88,7 +91,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runBenchEngine(ctx, args[1:], stdout, stderr)
 	case "serve":
 		return runBenchServe(ctx, args[1:], stdout, stderr)
+	case "transport":
+		return runBenchTransport(ctx, args[1:], stdout)
+	case "placement":
+		return runBenchPlacement(ctx, args[1:], stdout, stderr)
 	}
-	fmt.Fprintf(stderr, "tandem: unknown benchmark %q (engine, transport)\n", args[0])
+	fmt.Fprintf(stderr, "tandem: unknown benchmark %q (engine, transport, placement, serve)\n", args[0])
 	return errUsage
 }
