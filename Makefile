@@ -9,7 +9,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 FUZZTIME ?= 10s
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help build run test test-unit test-e2e bench fuzz proto proto-check lint kernels check model tools
+.PHONY: help build run test test-e2e bench fuzz proto proto-check lint kernels check model tools
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -23,9 +23,11 @@ model: ## fetch the default model into $(MODEL_DIR) if missing
 run: model build ## start a local cluster (coordinator, gateway, prefill, decode) on the CPU backend
 	$(BIN)/tandem dev --model $(MODEL)
 
-test: model kernels-if-nvcc ## unit, fuzz-seed and end-to-end tests (race detector on)
+test: model kernels-if-nvcc ## vet, unit and fuzz-seed tests (race detector on), a short fuzz run, then the end-to-end suite
 	$(GO) vet ./...
 	TANDEM_MODEL=$(MODEL) $(GO) test -race -count=1 ./...
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./model/gguf
+	$(MAKE) --no-print-directory test-e2e
 
 test-e2e: model build ## multi-process end-to-end tests on loopback
 	TANDEM_MODEL=$(MODEL) TANDEM_BIN=$(BIN)/tandem $(GO) test -count=1 -tags e2e ./test/e2e/...
