@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -443,6 +444,50 @@ func TestAttachRejectsBadRequests(t *testing.T) {
 	s.Send(&tandemv1.AttachRequest{FirstToken: &first})
 	if _, err := s.Recv(); status.Code(err) == codes.OK {
 		t.Fatal("attach to an unknown transfer succeeded")
+	}
+	waitIdle(t, c)
+}
+
+// deadPrefill is a prefill worker whose process is gone.
+type deadPrefill struct {
+	*worker.Client
+	calls *atomic.Int32
+}
+
+func (d deadPrefill) Addr() string               { return "dead-prefill:1" }
+func (d deadPrefill) RPC() tandemv1.WorkerClient { return deadRPC{d.Client.RPC(), d.calls} }
+
+type deadRPC struct {
+	tandemv1.WorkerClient
+	calls *atomic.Int32
+}
+
+func (d deadRPC) Prefill(context.Context, *tandemv1.PrefillRequest, ...grpc.CallOption) (*tandemv1.PrefillResponse, error) {
+	d.calls.Add(1)
+	return nil, status.Error(codes.Unavailable, "connection refused")
+}
+
+func TestDisaggregatedSkipsDeadPrefill(t *testing.T) {
+	c := startCluster(t, 1)
+	p := prompt(14, 2)
+	want := reference(t, p, 9)
+	dead := deadPrefill{c.prefill, new(atomic.Int32)}
+	r, err := gateway.NewDisaggregated(gateway.DefaultDisaggConfig(), []gateway.RemoteWorker{dead, c.prefill},
+		[]*worker.Client{c.decodes[0].client}, []byte(secret), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first request meets the dead prefill worker first (both idle, it
+	// is listed first) and must still succeed through the live one.
+	got, err := collect(t, r, p, 9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("stream (-engine +cluster):\n%s", diff)
+	}
+	if n := dead.calls.Load(); n != 1 {
+		t.Errorf("dead prefill worker called %d times, want 1 (then excluded)", n)
 	}
 	waitIdle(t, c)
 }
