@@ -24,19 +24,32 @@ func benchThreads() int { return runtime.NumCPU() }
 
 // BenchmarkMatMul reports weight bytes streamed per second (GB/s, the decode
 // bound) and arithmetic throughput (GFLOP/s, the prefill bound).
+//
+// act=q8 is llama.cpp's arithmetic (8-bit activations, integer dots); act=f32
+// is the default full-precision path (kernels.ActF32).
 func BenchmarkMatMul(b *testing.B) {
-	be := newBackend(b, Config{Threads: benchThreads(), MaxLevel: LevelAVX512})
+	bes := map[kernels.Activations]*Backend{}
+	for _, act := range []kernels.Activations{kernels.ActQ8, kernels.ActF32} {
+		bes[act] = newBackend(b, Config{Threads: benchThreads(), MaxLevel: LevelAVX512, Activations: act})
+	}
 	types := []quant.Type{quant.Q4_1, quant.Q8_0, quant.Q4_0, quant.Q4_K, quant.Q6_K, quant.F16}
 	for _, typ := range types {
 		for _, sh := range benchShapes {
 			for _, T := range []int{1, 4, 64, 512} {
-				b.Run(fmt.Sprintf("%v/%s/T=%d", typ, sh.name, T), func(b *testing.B) {
-					benchMatMul(b, be, typ, sh.rows, sh.cols, T)
-				})
+				for _, act := range []kernels.Activations{kernels.ActQ8, kernels.ActF32} {
+					if act == kernels.ActF32 && typ == quant.F16 {
+						continue // float weights have one path
+					}
+					b.Run(fmt.Sprintf("%v/%s/T=%d/act=%v", typ, sh.name, T, act), func(b *testing.B) {
+						benchMatMul(b, bes[act], typ, sh.rows, sh.cols, T)
+					})
+				}
 			}
 		}
 	}
-	b.Run("Q8_0/49152x576/T=1", func(b *testing.B) { benchMatMul(b, be, quant.Q8_0, 49152, 576, 1) })
+	for _, act := range []kernels.Activations{kernels.ActQ8, kernels.ActF32} {
+		b.Run(fmt.Sprintf("Q8_0/49152x576/T=1/act=%v", act), func(b *testing.B) { benchMatMul(b, bes[act], quant.Q8_0, 49152, 576, 1) })
+	}
 }
 
 func benchMatMul(b *testing.B, be *Backend, typ quant.Type, rows, cols, T int) {

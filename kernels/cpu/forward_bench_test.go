@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -108,14 +109,20 @@ func (m *synthModel) forward(cache kernels.KVCache, x kernels.Tensor, ctx int, b
 // about that) and a 512-token prompt (llama-bench's pp512). tok/s is the
 // figure to compare with llama.cpp on the same machine.
 func BenchmarkForward(b *testing.B) {
-	be := newBackend(b, Config{Threads: benchThreads(), MaxLevel: LevelAVX512})
+	for _, act := range []kernels.Activations{kernels.ActQ8, kernels.ActF32} {
+		be := newBackend(b, Config{Threads: benchThreads(), MaxLevel: LevelAVX512, Activations: act})
+		benchForward(b, be, act)
+	}
+}
+
+func benchForward(b *testing.B, be *Backend, act kernels.Activations) {
 	m := newSynthModel(b, be)
 	s := smolShape
 	for _, c := range []struct {
 		name   string
 		ctx, T int
 	}{{"decode/ctx=64", 64, 1}, {"prefill/512", 0, 512}} {
-		b.Run(c.name, func(b *testing.B) {
+		b.Run(fmt.Sprintf("%s/act=%v", c.name, act), func(b *testing.B) {
 			spec := kernels.KVSpec{Layers: s.layers, Blocks: (c.ctx + c.T + 15) / 16, BlockSize: 16,
 				KVHeads: s.kvHeads, HeadDim: s.headDim, DType: kernels.KVF16}
 			cache, err := be.NewKVCache(spec)
