@@ -115,6 +115,12 @@ type chatRequest struct {
 		Role    string       `json:"role"`
 		Content contentField `json:"content"`
 	} `json:"messages"`
+	// Features the server does not implement are refused rather than
+	// silently ignored, so a client never mistakes plain text for them.
+	Tools          []json.RawMessage `json:"tools"`
+	ResponseFormat *struct {
+		Type string `json:"type"`
+	} `json:"response_format"`
 }
 
 // params converts the shared fields; validation of ranges happens in
@@ -195,6 +201,12 @@ func (r *chatRequest) input() (Input, error) {
 	}
 	if len(r.Messages) == 0 {
 		return Input{}, fieldErr("messages", "at least one message is required")
+	}
+	if len(r.Tools) > 0 {
+		return Input{}, fieldErr("tools", "tool calling is not supported")
+	}
+	if r.ResponseFormat != nil && r.ResponseFormat.Type != "" && r.ResponseFormat.Type != "text" {
+		return Input{}, fieldErr("response_format", "only type \"text\" is supported, got %q", r.ResponseFormat.Type)
 	}
 	msgs := make([]tokenizer.Message, len(r.Messages))
 	for i, m := range r.Messages {
