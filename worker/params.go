@@ -13,6 +13,8 @@ var (
 	ErrInvalidRequest = errors.New("worker: invalid request")
 	// ErrWrongModel reports a request for a model this worker does not serve.
 	ErrWrongModel = errors.New("worker: model not served here")
+	// ErrInvalidConfig reports a bad EngineConfig.
+	ErrInvalidConfig = errors.New("worker: invalid config")
 	// ErrStreamEnded reports a worker stream that ended without a finish event.
 	ErrStreamEnded = errors.New("worker: stream ended without a finish reason")
 )

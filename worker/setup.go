@@ -32,7 +32,7 @@ func DefaultEngineConfig() EngineConfig {
 // Validate checks the sizes.
 func (c EngineConfig) Validate() error {
 	if c.Blocks < 1 || c.BlockSize < 1 || c.ChunkSize < 1 || c.MaxTokens < 1 || c.MaxSeqs < 1 {
-		return fmt.Errorf("%w: engine config %+v", ErrInvalidRequest, c)
+		return fmt.Errorf("%w: every size must be positive: %+v", ErrInvalidConfig, c)
 	}
 	return nil
 }

@@ -243,3 +243,26 @@ func TestToStatus(t *testing.T) {
 		}
 	}
 }
+
+func TestEngineConfigValidate(t *testing.T) {
+	cases := []struct {
+		name   string
+		adjust func(*worker.EngineConfig)
+		ok     bool
+	}{
+		{"default", func(*worker.EngineConfig) {}, true},
+		{"no blocks", func(c *worker.EngineConfig) { c.Blocks = 0 }, false},
+		{"no block size", func(c *worker.EngineConfig) { c.BlockSize = 0 }, false},
+		{"no chunk", func(c *worker.EngineConfig) { c.ChunkSize = -1 }, false},
+		{"no batch tokens", func(c *worker.EngineConfig) { c.MaxTokens = 0 }, false},
+		{"no sequences", func(c *worker.EngineConfig) { c.MaxSeqs = 0 }, false},
+	}
+	for _, tc := range cases {
+		c := worker.DefaultEngineConfig()
+		tc.adjust(&c)
+		err := c.Validate()
+		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, worker.ErrInvalidConfig)) {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+}
