@@ -103,12 +103,15 @@ func (s *Server) Prefill(ctx context.Context, req *tandemv1.PrefillRequest) (*ta
 	if err != nil {
 		return nil, worker.ToStatus(err)
 	}
+	// On every early return the request is cancelled if still running,
+	// then whatever KV it kept is released (defers run last first). After
+	// a successful TakeKV there is nothing left to release.
+	defer s.release(h)
 	defer h.Cancel()
 	first, err := h.Next(ctx)
 	if errors.Is(err, io.EOF) {
 		// The first token ended the request: nothing to push.
 		_, reason, _ := h.Finish()
-		s.release(h)
 		return &tandemv1.PrefillResponse{FinishReason: string(reason)}, nil
 	}
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/tandemserve/tandem/engine"
+	"github.com/tandemserve/tandem/engine/sample"
 	"github.com/tandemserve/tandem/kernels"
 	"github.com/tandemserve/tandem/kernels/quant"
 	"github.com/tandemserve/tandem/kernels/ref"
@@ -123,4 +124,38 @@ func counter(t *testing.T, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// TestPrefillFirstTokenEnds checks a request whose first sampled token is a
+// stop token: nothing is pushed and every block is released.
+func TestPrefillFirstTokenEnds(t *testing.T) {
+	e := startEngine(t)
+	prompt := []int32{5, 9, 13, 17, 21, 25}
+	p := sample.DefaultParams()
+	p.MaxTokens = 1
+	h, err := e.Add(context.Background(), engine.Request{Tokens: prompt, Params: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := h.Collect(context.Background())
+	if err != nil || len(out) != 1 {
+		t.Fatalf("reference: %v, %v", out, err)
+	}
+	s, err := prefill.NewServer(e, noRoute{}, "tiny", metrics.NewTransfer(metrics.NewRegistry()), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := s.Prefill(context.Background(), &tandemv1.PrefillRequest{
+		Run:        &tandemv1.RunRequest{Tokens: prompt, Sampling: &tandemv1.SamplingParams{MaxTokens: 8, StopTokenIds: []int32{out[0]}}},
+		DecodeAddr: "decode:1", TransferId: "x", Epoch: 1, ExpiryUnixNano: time.Now().Add(time.Minute).UnixNano(), Token: []byte("t"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.FirstToken != nil || resp.GetFinishReason() != "stop" {
+		t.Errorf("response %v, want no first token and finish stop", resp)
+	}
+	if st := e.BlockManager().Stats(); st.Held != 0 {
+		t.Errorf("%d blocks still held", st.Held)
+	}
 }
