@@ -216,7 +216,8 @@ func (g *Gateway) prepare(in Input) (*Job, error) {
 		return nil, err
 	}
 	p := in.Params
-	if p.MaxTokens == 0 {
+	defaulted := p.MaxTokens == 0
+	if defaulted {
 		p.MaxTokens = g.cfg.DefaultMaxTokens
 	}
 	if p.MaxTokens < 0 {
@@ -261,6 +262,10 @@ func (g *Gateway) prepare(in Input) (*Job, error) {
 	}
 	if len(ids) == 0 {
 		return nil, fieldErr("prompt", "empty prompt")
+	}
+	if defaulted && len(ids) < g.model.ContextLength {
+		// An unset max_tokens means "as much as fits", up to the default.
+		p.MaxTokens = min(p.MaxTokens, g.model.ContextLength-len(ids))
 	}
 	if len(ids)+p.MaxTokens > g.model.ContextLength {
 		return nil, fmt.Errorf("%w: %d prompt tokens plus max_tokens %d > %d", ErrTooLong, len(ids), p.MaxTokens, g.model.ContextLength)
