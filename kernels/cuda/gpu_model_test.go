@@ -132,7 +132,7 @@ func TestGPUModelMatchesRef(t *testing.T) {
 				t.Fatal(err)
 			}
 			const steps = 8
-			mr, err := llama.New(cfg, ref.New(), src)
+			mr, err := llama.New(cfg, ref.NewWith(kernels.ActQ8), src)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -142,7 +142,11 @@ func TestGPUModelMatchesRef(t *testing.T) {
 				t.Fatal(err)
 			}
 			lg, _ := decode(t, mg, tc.dtype, prompt, steps, want)
-			cb, err := cpu.New(cpu.DefaultConfig(), nil)
+			// The CUDA kernels round activations to 8 bits (dp4a), so they
+			// are compared with the CPU backend's llama.cpp-style mode.
+			ccfg := cpu.DefaultConfig()
+			ccfg.Activations = kernels.ActQ8
+			cb, err := cpu.New(ccfg, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -106,7 +106,7 @@ func weightPair(t *testing.T, b *Backend, rb *ref.Backend, typ quant.Type, rows,
 }
 
 func TestGPUMatMulMatchesRef(t *testing.T) {
-	b, rb := gpuBackend(t), ref.New()
+	b, rb := gpuBackend(t), ref.NewWith(kernels.ActQ8)
 	rng := rand.New(rand.NewPCG(1, 2))
 	shapes := []struct{ rows, cols int }{{64, 64}, {100, 96}, {33, 1056}, {7, 4096}}
 	for _, typ := range []quant.Type{quant.F32, quant.F16, quant.BF16, quant.Q4_0, quant.Q4_1, quant.Q8_0} {
@@ -134,7 +134,7 @@ func TestGPUMatMulMatchesRef(t *testing.T) {
 
 // A row's product must not depend on the other rows of the batch.
 func TestGPUMatMulBatchInvariant(t *testing.T) {
-	b, rb := gpuBackend(t), ref.New()
+	b, rb := gpuBackend(t), ref.NewWith(kernels.ActQ8)
 	rng := rand.New(rand.NewPCG(3, 4))
 	const rows, cols, batch = 96, 512, 19
 	for _, typ := range []quant.Type{quant.F16, quant.Q4_1, quant.Q8_0} {
@@ -161,7 +161,7 @@ func TestGPUMatMulBatchInvariant(t *testing.T) {
 }
 
 func TestGPUElementwiseMatchesRef(t *testing.T) {
-	b, rb := gpuBackend(t), ref.New()
+	b, rb := gpuBackend(t), ref.NewWith(kernels.ActQ8)
 	rng := rand.New(rand.NewPCG(5, 6))
 	const rows, cols = 7, 384
 
@@ -219,7 +219,7 @@ func TestGPUElementwiseMatchesRef(t *testing.T) {
 }
 
 func TestGPUAttentionMatchesRef(t *testing.T) {
-	b, rb := gpuBackend(t), ref.New()
+	b, rb := gpuBackend(t), ref.NewWith(kernels.ActQ8)
 	for _, shape := range []struct {
 		heads, kvHeads, headDim int
 		dtype                   kernels.KVDType
@@ -324,7 +324,7 @@ func TestGPUKVBlockIO(t *testing.T) {
 
 // Bad indices are recorded as errors, never launched.
 func TestGPUBadIndicesRecorded(t *testing.T) {
-	b, rb := gpuBackend(t), ref.New()
+	b, rb := gpuBackend(t), ref.NewWith(kernels.ActQ8)
 	rng := rand.New(rand.NewPCG(8, 9))
 	gw, _ := weightPair(t, b, rb, quant.Q8_0, 10, 64, rng)
 	d := b.NewTensor(1, 64)
