@@ -491,3 +491,56 @@ func TestDisaggregatedSkipsDeadPrefill(t *testing.T) {
 	}
 	waitIdle(t, c)
 }
+
+// listPlacer places every job on fixed workers by address, with an epoch.
+type listPlacer struct {
+	prefill, decode string
+	colocated       bool
+	calls           atomic.Int32
+}
+
+func (p *listPlacer) Place(_ context.Context, _ *gateway.Job, exclude []string) (gateway.Placement, error) {
+	p.calls.Add(1)
+	if len(exclude) > 0 {
+		return gateway.Placement{}, gateway.ErrNoWorkers
+	}
+	return gateway.Placement{Prefill: p.prefill, Decode: p.decode, Colocated: p.colocated, Epoch: 7}, nil
+}
+
+func (p *listPlacer) Ready(context.Context) error { return nil }
+
+func TestDisaggregatedWithPlacer(t *testing.T) {
+	c := startCluster(t, 1)
+	p := prompt(19, 4)
+	want := reference(t, p, 11)
+	for _, colocated := range []bool{false, true} {
+		t.Run(fmt.Sprintf("colocated=%v", colocated), func(t *testing.T) {
+			pl := &listPlacer{prefill: c.prefill.Addr(), decode: c.decodes[0].client.Addr(), colocated: colocated}
+			cfg := gateway.DefaultDisaggConfig()
+			cfg.Placer = pl
+			cfg.Dial = func(addr string) (gateway.RemoteWorker, error) { return worker.Dial(addr) }
+			r, err := gateway.NewDisaggregated[gateway.RemoteWorker, gateway.RemoteWorker](cfg, nil, nil, []byte(secret), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			got, err := collect(t, r, p, 11)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("stream (-engine +cluster):\n%s", diff)
+			}
+			if pl.calls.Load() != 1 {
+				t.Errorf("placer called %d times", pl.calls.Load())
+			}
+			if err := r.Ready(context.Background()); err != nil {
+				t.Error(err)
+			}
+			waitIdle(t, c)
+		})
+	}
+	if _, err := gateway.NewDisaggregated[gateway.RemoteWorker, gateway.RemoteWorker](gateway.DisaggConfig{GrantTTL: time.Second, Attempts: 1, Placer: &listPlacer{}}, nil, nil, []byte(secret), nil); err == nil {
+		t.Error("a placer without a dial function was accepted")
+	}
+}

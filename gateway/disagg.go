@@ -33,6 +33,30 @@ type DisaggConfig struct {
 	// Attempts bounds how many decode workers one request may use (the
 	// first plus resumes after failures).
 	Attempts int
+	// Placer, when set, chooses each attempt's workers (the coordinator)
+	// instead of the local least-busy rule over the configured pools.
+	Placer Placer
+	// Dial connects to a worker the Placer names that is not in the
+	// configured pools; required with a Placer.
+	Dial func(addr string) (RemoteWorker, error)
+}
+
+// Placer chooses the workers of one attempt of a job.
+type Placer interface {
+	// Place returns the workers for job, avoiding the nodes in exclude.
+	Place(ctx context.Context, job *Job, exclude []string) (Placement, error)
+	// Ready reports whether placements can be made now.
+	Ready(ctx context.Context) error
+}
+
+// Placement names one attempt's workers by address.
+type Placement struct {
+	Prefill string // empty when Colocated
+	Decode  string
+	// Colocated asks the decode worker to prefill the prompt itself.
+	Colocated bool
+	// Epoch fences the transfer (the placing leader's Raft term).
+	Epoch uint64
 }
 
 // DefaultDisaggConfig allows three attempts and 30 s grants.
@@ -59,14 +83,19 @@ type Disaggregated struct {
 	mu       sync.Mutex
 	inFlight map[string]int
 	kv       map[string]*tandemv1.LoadResponse // decode worker -> its KV endpoint
+	known    map[string]RemoteWorker           // every worker by address
+	dialed   []RemoteWorker                    // workers dialed for a Placer, closed by Close
 }
 
 var _ Router = (*Disaggregated)(nil)
 
 // NewDisaggregated returns a router over the two pools; secret signs grants.
 func NewDisaggregated[P, D RemoteWorker](cfg DisaggConfig, prefill []P, decode []D, secret []byte, log *slog.Logger) (*Disaggregated, error) {
-	if len(prefill) == 0 || len(decode) == 0 {
-		return nil, fmt.Errorf("%w: disaggregated mode needs prefill and decode workers", ErrInvalidConfig)
+	if cfg.Placer == nil && (len(prefill) == 0 || len(decode) == 0) {
+		return nil, fmt.Errorf("%w: disaggregated mode needs prefill and decode workers or a placer", ErrInvalidConfig)
+	}
+	if cfg.Placer != nil && cfg.Dial == nil {
+		return nil, fmt.Errorf("%w: a placer needs a dial function", ErrInvalidConfig)
 	}
 	if len(secret) < transport.MinSecretLen {
 		return nil, fmt.Errorf("%w: cluster secret shorter than %d bytes", ErrInvalidConfig, transport.MinSecretLen)
@@ -77,14 +106,80 @@ func NewDisaggregated[P, D RemoteWorker](cfg DisaggConfig, prefill []P, decode [
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	d := &Disaggregated{cfg: cfg, secret: secret, log: log, inFlight: map[string]int{}, kv: map[string]*tandemv1.LoadResponse{}}
+	d := &Disaggregated{cfg: cfg, secret: secret, log: log, inFlight: map[string]int{},
+		kv: map[string]*tandemv1.LoadResponse{}, known: map[string]RemoteWorker{}}
 	for _, p := range prefill {
 		d.prefill = append(d.prefill, p)
+		d.known[p.Addr()] = p
 	}
 	for _, w := range decode {
 		d.decode = append(d.decode, w)
+		d.known[w.Addr()] = w
 	}
 	return d, nil
+}
+
+// Close closes the connections dialed for placements.
+func (d *Disaggregated) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var errs []error
+	for _, w := range d.dialed {
+		if c, ok := w.(interface{ Close() error }); ok {
+			errs = append(errs, c.Close())
+		}
+	}
+	d.dialed = nil
+	return errors.Join(errs...)
+}
+
+// resolve returns the worker at addr, dialing it on first use.
+func (d *Disaggregated) resolve(addr string) (RemoteWorker, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if w, ok := d.known[addr]; ok {
+		return w, nil
+	}
+	if addr == "" || d.cfg.Dial == nil {
+		return nil, fmt.Errorf("%w: placement named unknown worker %q", ErrNoWorkers, addr)
+	}
+	w, err := d.cfg.Dial(addr)
+	if err != nil {
+		return nil, err
+	}
+	d.known[addr] = w
+	d.dialed = append(d.dialed, w)
+	return w, nil
+}
+
+// choose returns one attempt's workers: from the Placer when set, else the
+// least busy of each pool. pre is nil when the decode worker prefills.
+func (d *Disaggregated) choose(ctx context.Context, job *Job, failed, failedPrefill []string) (dec, pre RemoteWorker, epoch uint64, done func(), err error) {
+	if d.cfg.Placer == nil {
+		dec, doneDec, err := d.pick(d.decode, failed)
+		if err != nil {
+			return nil, nil, 0, nil, err
+		}
+		pre, donePre, err := d.pick(d.prefill, failedPrefill)
+		if err != nil {
+			doneDec()
+			return nil, nil, 0, nil, err
+		}
+		return dec, pre, 1, func() { doneDec(); donePre() }, nil
+	}
+	pl, err := d.cfg.Placer.Place(ctx, job, append(slices.Clone(failed), failedPrefill...))
+	if err != nil {
+		return nil, nil, 0, nil, err
+	}
+	if dec, err = d.resolve(pl.Decode); err != nil {
+		return nil, nil, 0, nil, err
+	}
+	if !pl.Colocated {
+		if pre, err = d.resolve(pl.Prefill); err != nil {
+			return nil, nil, 0, nil, err
+		}
+	}
+	return dec, pre, pl.Epoch, func() {}, nil
 }
 
 // pick takes the least busy worker of pool not in skip.
@@ -131,7 +226,7 @@ func (d *Disaggregated) Generate(ctx context.Context, job *Job, emit func(int32)
 	var lastErr error
 	for attempt := range d.cfg.Attempts {
 		t0 := time.Now()
-		dec, done, err := d.pick(d.decode, failed)
+		dec, pre, epoch, done, err := d.choose(ctx, job, failed, failedPrefill)
 		if err != nil {
 			return "", errors.Join(err, lastErr)
 		}
@@ -141,8 +236,8 @@ func (d *Disaggregated) Generate(ctx context.Context, job *Job, emit func(int32)
 			job.Resumed()
 		}
 		var finish string
-		if len(out) == 0 && job.Params.MaxTokens > 1 {
-			finish, err = d.split(ctx, job, attempt, dec, failedPrefill, tracked)
+		if len(out) == 0 && job.Params.MaxTokens > 1 && pre != nil {
+			finish, err = d.split(ctx, job, attempt, dec, pre, epoch, tracked)
 		} else {
 			// A resume (or a one-token request): the decode worker
 			// computes prompt and tokens so far itself.
@@ -180,17 +275,12 @@ func (e *prefillError) Error() string {
 func (e *prefillError) Unwrap() error { return e.err }
 
 // split runs one attempt as attach-then-prefill.
-func (d *Disaggregated) split(ctx context.Context, job *Job, attempt int, dec RemoteWorker, skipPrefill []string, emit func(int32) error) (string, error) {
-	pre, done, err := d.pick(d.prefill, skipPrefill)
-	if err != nil {
-		return "", err
-	}
-	defer done()
+func (d *Disaggregated) split(ctx context.Context, job *Job, attempt int, dec, pre RemoteWorker, epoch uint64, emit func(int32) error) (string, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the attach stream, and with it decode's work
 	id := fmt.Sprintf("%s-%d", job.ID, attempt)
 	expiry := time.Now().Add(d.cfg.GrantTTL)
-	grant, err := transport.IssueGrant(d.secret, id, 1, dec.Addr(), expiry)
+	grant, err := transport.IssueGrant(d.secret, id, epoch, dec.Addr(), expiry)
 	if err != nil {
 		return "", err
 	}
@@ -245,8 +335,11 @@ func (d *Disaggregated) kvEndpoint(ctx context.Context, dec RemoteWorker) (*tand
 	return kv, nil
 }
 
-// Ready succeeds when a worker of each pool answers.
+// Ready succeeds when a worker of each pool answers, or the Placer is ready.
 func (d *Disaggregated) Ready(ctx context.Context) error {
+	if d.cfg.Placer != nil {
+		return d.cfg.Placer.Ready(ctx)
+	}
 	for _, pool := range [][]RemoteWorker{d.prefill, d.decode} {
 		var errs []error
 		ok := false

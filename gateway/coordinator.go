@@ -1,0 +1,64 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/tandemserve/tandem/coordinator/client"
+	coordv1 "github.com/tandemserve/tandem/proto/coordinator/v1"
+)
+
+// CoordinatorPlacer asks the coordinator cluster for placements: which
+// prefill and decode workers (or one colocated decode worker) take a job,
+// fenced by the placing leader's Raft term. The coordinator's own transfer
+// token is not used: the transport verifies grants in its own format
+// (transport.IssueGrant), which the gateway signs with the same cluster
+// secret and the placement's term as the epoch.
+type CoordinatorPlacer struct {
+	cl    *client.Client
+	model string
+}
+
+var _ Placer = (*CoordinatorPlacer)(nil)
+
+// NewCoordinatorPlacer places jobs for model through cl.
+func NewCoordinatorPlacer(cl *client.Client, model string) (*CoordinatorPlacer, error) {
+	if cl == nil || model == "" {
+		return nil, fmt.Errorf("%w: coordinator placer needs a client and a model", ErrInvalidConfig)
+	}
+	return &CoordinatorPlacer{cl: cl, model: model}, nil
+}
+
+// Place asks the leader for workers, excluding failed nodes.
+func (p *CoordinatorPlacer) Place(ctx context.Context, job *Job, exclude []string) (Placement, error) {
+	// The request id is the coordinator's idempotency key: a retry after a
+	// failure (with more exclusions) must not get the cached placement.
+	pl, err := p.cl.Place(ctx, &coordv1.PlaceRequest{
+		RequestId: fmt.Sprintf("%s/%d", job.ID, len(exclude)), Model: p.model,
+		PromptTokens: int32(len(job.Tokens)), MaxTokens: int32(job.Params.MaxTokens),
+		Priority: int32(job.Priority), Exclude: exclude,
+	})
+	if errors.Is(err, client.ErrNoCapacity) {
+		return Placement{}, fmt.Errorf("%w: %w", ErrOverloaded, err)
+	}
+	if err != nil {
+		return Placement{}, fmt.Errorf("%w: placement: %w", ErrNoWorkers, err)
+	}
+	return Placement{
+		Prefill: pl.GetPrefill().GetGrpcAddr(), Decode: pl.GetDecode().GetGrpcAddr(),
+		Colocated: pl.GetColocated() || pl.GetPrefill() == nil, Epoch: pl.GetTerm(),
+	}, nil
+}
+
+// Ready succeeds when a coordinator answers with a leader.
+func (p *CoordinatorPlacer) Ready(ctx context.Context) error {
+	st, err := p.cl.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: coordinator: %w", ErrNoWorkers, err)
+	}
+	if st.GetLeaderId() == "" {
+		return fmt.Errorf("%w: coordinator has no leader", ErrNoWorkers)
+	}
+	return nil
+}
