@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Reference logits and greedy continuations for the model tests.
 
-Runs llama.cpp (through llama-cpp-python) on a GGUF file and writes, for a set
+Runs an independent implementation on a GGUF file and writes, for a set
 of plain and chat prompts: the prompt token ids, the top-1 token and the 16
 largest logits at every prompt position, the full logit vector at the last
 position (float32 little-endian, one .bin per prompt), and a 48-token greedy
@@ -9,10 +9,18 @@ continuation. Chat prompts are rendered from the file's own
 tokenizer.chat_template with jinja2, so the fixture also checks Tandem's
 template rendering.
 
-    python3 scripts/gen-reference.py MODEL.gguf testdata/reference/smollm2
+    python3 scripts/gen-reference.py --engine hf MODEL.gguf testdata/reference/smollm2-hf
+    python3 scripts/gen-reference.py --engine llama.cpp MODEL.gguf testdata/reference/smollm2-llamacpp
 
-needs: pip install llama-cpp-python jinja2 gguf numpy
+Engines: "hf" is Hugging Face transformers, which dequantizes the GGUF
+weights and computes in float32 (the reference for Tandem's default f32
+activations); "llama.cpp" is llama-cpp-python, which rounds activations to
+8 bits (the reference for --activations q8).
+
+needs: pip install gguf jinja2 numpy, and transformers torch accelerate (hf)
+or llama-cpp-python (llama.cpp)
 """
+import argparse
 import json
 import os
 import sys
@@ -20,7 +28,6 @@ import sys
 import gguf
 import jinja2
 import numpy as np
-from llama_cpp import Llama
 
 PLAIN = [
     "The capital of France is",
@@ -45,24 +52,85 @@ def chat_template(path):
     return bytes(f.parts[f.data[0]]).decode("utf-8")
 
 
+class LlamaCpp:
+    name = "llama-cpp-python"
+
+    def __init__(self, path):
+        from llama_cpp import Llama
+        self.llm = Llama(model_path=path, n_ctx=512, n_batch=512, n_threads=2,
+                         logits_all=True, verbose=False, seed=0)
+
+    def tokenize(self, text):
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def logits(self, ids):
+        self.llm.reset()
+        self.llm.eval(ids)
+        return np.array(self.llm.scores[: len(ids)], dtype=np.float32)
+
+    def greedy(self, ids, first, n):
+        # The cache holds ids after logits(); feed each choice back.
+        gen, nxt = [], first
+        for _ in range(n):
+            gen.append(nxt)
+            self.llm.eval([nxt])
+            nxt = int(np.argmax(np.array(self.llm.scores[self.llm.n_tokens - 1], dtype=np.float32)))
+        return gen
+
+    def detokenize(self, ids):
+        return self.llm.detokenize(ids).decode("utf-8", "replace")
+
+
+class HF:
+    name = "transformers"
+
+    def __init__(self, path):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        self.torch = torch
+        d, f = os.path.dirname(path), os.path.basename(path)
+        self.tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
+        self.model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32)
+        self.model.eval()
+
+    def tokenize(self, text):
+        return self.tok(text, add_special_tokens=False).input_ids
+
+    def logits(self, ids):
+        with self.torch.no_grad():
+            return self.model(self.torch.tensor([ids])).logits[0].float().numpy()
+
+    def greedy(self, ids, first, n):
+        gen = [first]
+        with self.torch.no_grad():
+            while len(gen) < n:
+                out = self.model(self.torch.tensor([ids + gen])).logits[0, -1]
+                gen.append(int(self.torch.argmax(out)))
+        return gen
+
+    def detokenize(self, ids):
+        return self.tok.decode(ids)
+
+
 def main():
-    model, out = sys.argv[1], sys.argv[2]
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--engine", choices=["hf", "llama.cpp"], default="hf")
+    ap.add_argument("model")
+    ap.add_argument("out")
+    a = ap.parse_args()
+    model, out = a.model, a.out
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-    llm = Llama(model_path=model, n_ctx=512, n_batch=512, n_threads=2,
-                logits_all=True, verbose=False, seed=0)
+    eng = HF(model) if a.engine == "hf" else LlamaCpp(model)
     tmpl = jinja2.Environment().from_string(chat_template(model))
     cases = [{"name": f"plain{i}", "text": t} for i, t in enumerate(PLAIN)]
     for i, msgs in enumerate(CHAT):
         text = tmpl.render(messages=msgs, add_generation_prompt=True)
         cases.append({"name": f"chat{i}", "text": text, "messages": msgs})
 
-    fixture = {"model_sha256_prefix": None, "topn": TOPN, "continuation": CONTINUATION,
-               "generator": "llama-cpp-python", "cases": []}
+    fixture = {"topn": TOPN, "continuation": CONTINUATION, "generator": eng.name, "cases": []}
     for case in cases:
-        ids = llm.tokenize(case["text"].encode("utf-8"), add_bos=False, special=True)
-        llm.reset()
-        llm.eval(ids)
-        logits = np.array(llm.scores[: len(ids)], dtype=np.float32)
+        ids = list(eng.tokenize(case["text"]))
+        logits = eng.logits(ids)
         positions = []
         for row in logits:
             top = np.argsort(-row, kind="stable")[:TOPN]
@@ -71,17 +139,11 @@ def main():
                               "logits": [float(row[t]) for t in top]})
         base = f"{os.path.basename(out)}_{case['name']}.bin"
         logits[-1].astype("<f4").tofile(os.path.join(os.path.dirname(out), base))
-        # Greedy continuation: argmax, feed back, repeat.
-        gen = []
-        nxt = int(np.argmax(logits[-1]))
-        for _ in range(CONTINUATION):
-            gen.append(nxt)
-            llm.eval([nxt])
-            nxt = int(np.argmax(np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)))
+        gen = eng.greedy(ids, int(np.argmax(logits[-1])), CONTINUATION)
         case.update({"ids": ids, "positions": positions, "last_logits_file": base,
-                     "greedy": gen, "greedy_text": llm.detokenize(gen).decode("utf-8", "replace")})
+                     "greedy": gen, "greedy_text": eng.detokenize(gen)})
         fixture["cases"].append(case)
-        print(case["name"], len(ids), "tokens ->", repr(case["greedy_text"][:60]))
+        print(case["name"], len(ids), "tokens ->", repr(case["greedy_text"][:60]), flush=True)
     with open(out + ".json", "w") as f:
         json.dump(fixture, f, indent=1, ensure_ascii=False)
 

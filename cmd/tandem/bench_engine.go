@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -51,8 +52,20 @@ func runBenchEngine(ctx context.Context, args []string, stdout, stderr io.Writer
 	asJSON := fs.Bool("json", false, "print JSON")
 	concurrency := fs.String("concurrency", "1,4,16,32", "comma-separated numbers of sequences decoded together (empty skips the batch and prefix-cache runs)")
 	ttftTokens := fs.Int("ttft-prompt-tokens", 1000, "prompt length of the prefix-cache time-to-first-token measurement")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the measurement to this file")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	if *promptLen <= 0 || *decodeLen <= 0 || *runs <= 0 {
 		return fmt.Errorf("bench engine: --prompt-tokens, --decode-tokens and --runs must be positive")
