@@ -35,6 +35,10 @@ type serveConfig struct {
 	Threads  int    `yaml:"threads"`
 	KVDType  string `yaml:"kv_dtype"`
 	LogLevel string `yaml:"log_level"`
+	// Coordinators, when set, are the coordinator cluster's gRPC addresses:
+	// workers register and report load there, gateways ask it for placements.
+	Coordinators []string `yaml:"coordinators"`
+	GossipListen string   `yaml:"gossip_listen"` // workers: gossip bind address
 
 	// Workers.
 	Listen         string `yaml:"listen"`         // gRPC Worker service
@@ -99,6 +103,7 @@ func (l listFlag) Set(v string) error {
 func (c *serveConfig) registerCommon(fs *flag.FlagSet) *string {
 	fs.StringVar(&c.Model, "model", c.Model, "GGUF model file")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	fs.Var(listFlag{&c.Coordinators}, "coordinator", "coordinator gRPC addresses (comma-separated or repeated): workers join the cluster, gateways ask it for placements")
 	return fs.String("config", "", "YAML config file (flags given explicitly override it)")
 }
 
@@ -108,6 +113,7 @@ func (c *serveConfig) registerWorker(fs *flag.FlagSet) {
 	fs.StringVar(&c.KVDType, "kv-dtype", c.KVDType, "KV cache element type: f16 or int8")
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:0", "gRPC listen address of the Worker service")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "HTTP listen address of /metrics (empty = none)")
+	fs.StringVar(&c.GossipListen, "gossip-listen", "127.0.0.1:0", "gossip bind address when joining coordinators (port 0 picks one)")
 	fs.IntVar(&c.Blocks, "blocks", c.Blocks, "KV cache blocks")
 	fs.IntVar(&c.BlockSize, "block-size", c.BlockSize, "tokens per KV block")
 	fs.IntVar(&c.ChunkSize, "chunk-size", c.ChunkSize, "prompt tokens of one sequence per step (chunked prefill)")

@@ -19,7 +19,7 @@ func TestParseServeConfigFile(t *testing.T) {
 		}
 		return p
 	}
-	good := file("good.yaml", "model: /m.gguf\nblocks: 77\ndecode_workers: [a:1, b:2]\nmode: colocated\nkv_insecure: true\n")
+	good := file("good.yaml", "model: /m.gguf\nblocks: 77\ndecode_workers: [a:1, b:2]\nmode: colocated\nkv_insecure: true\ncoordinators: [c:7000]\n")
 	unknown := file("unknown.yaml", "modle: /m.gguf\n")
 	cases := []struct {
 		name    string
@@ -30,9 +30,11 @@ func TestParseServeConfigFile(t *testing.T) {
 		{name: "flags only", args: []string{"--blocks", "9"}, want: func(c *serveConfig) { c.Blocks = 9 }},
 		{name: "file", args: []string{"--config", good}, want: func(c *serveConfig) {
 			c.Model, c.Blocks, c.DecodeWorkers, c.Mode, c.KVInsecure = "/m.gguf", 77, []string{"a:1", "b:2"}, "colocated", true
+			c.Coordinators = []string{"c:7000"}
 		}},
 		{name: "flags win over the file", args: []string{"--blocks", "5", "--config", good, "--mode=disaggregated", "--kv-insecure=false"}, want: func(c *serveConfig) {
 			c.Model, c.Blocks, c.DecodeWorkers, c.Mode = "/m.gguf", 5, []string{"a:1", "b:2"}, "disaggregated"
+			c.Coordinators = []string{"c:7000"}
 		}},
 		{name: "unknown key", args: []string{"--config", unknown}, wantErr: true},
 		{name: "missing file", args: []string{"--config", filepath.Join(dir, "nope.yaml")}, wantErr: true},
@@ -54,7 +56,7 @@ func TestParseServeConfigFile(t *testing.T) {
 				return
 			}
 			want := defaultServeConfig()
-			want.Listen, want.HTTPListen, want.GRPCListen = "127.0.0.1:0", "127.0.0.1:8080", "127.0.0.1:8081"
+			want.Listen, want.HTTPListen, want.GRPCListen, want.GossipListen = "127.0.0.1:0", "127.0.0.1:8080", "127.0.0.1:8081", "127.0.0.1:0"
 			tc.want(&want)
 			if diff := cmp.Diff(want, cfg, cmp.AllowUnexported(serveConfig{})); diff != "" {
 				t.Errorf("config (-want +got):\n%s", diff)

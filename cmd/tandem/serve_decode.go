@@ -9,10 +9,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
+	"github.com/tandemserve/tandem/coordinator/client"
 	"github.com/tandemserve/tandem/decode"
 	"github.com/tandemserve/tandem/engine"
 	"github.com/tandemserve/tandem/kernels"
@@ -32,6 +34,9 @@ type workerNode struct {
 	eng      *engine.Engine
 	cache    kernels.KVCache
 	recv     *transport.Receiver // decode only
+	kvAddr   string              // decode only: KVTransport address
+	session  *client.Session     // set when joined to coordinators
+	coord    *client.Client
 	reg      *metrics.Registry
 	wm       *metrics.Worker
 	grpc     *grpc.Server
@@ -50,6 +55,12 @@ func (n *workerNode) descriptor() transport.Descriptor {
 // close releases everything in dependency order; the gRPC server must have
 // stopped first.
 func (n *workerNode) close() {
+	if n.session != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		n.session.Close(ctx)
+		cancel()
+		n.coord.Close()
+	}
 	if n.recv != nil {
 		n.recv.Close()
 	}
@@ -116,6 +127,13 @@ func startWorker(ctx context.Context, g *errgroup.Group, cfg serveConfig, role s
 		serveHTTP(ctx, g, mux, mlis)
 		log.Info("metrics", "addr", mlis.Addr().String())
 	}
+	if len(cfg.Coordinators) > 0 {
+		if n.session, n.coord, err = joinCluster(ctx, cfg, role, n.Addr(), n.kvAddr, eng.Load, log); err != nil {
+			n.grpc.Stop()
+			n.close()
+			return nil, err
+		}
+	}
 	log.Info("worker ready", "model", m.ID, "grpc", n.Addr())
 	return n, nil
 }
@@ -153,6 +171,7 @@ func newDecodeService(ctx context.Context, g *errgroup.Group, cfg serveConfig, l
 				return nil, err
 			}
 			kv.Addr = lis.Addr().String()
+			n.kvAddr = kv.Addr
 			g.Go(func() error { return ks.Serve(lis) })
 			g.Go(func() error { <-ctx.Done(); return ks.Close() })
 		}

@@ -15,10 +15,12 @@ import (
 	"github.com/tandemserve/tandem/transport/dialer"
 )
 
-// runDev starts a whole cluster in this process: a decode worker, a prefill
-// worker (disaggregated mode) and a gateway on loopback, then prints the
-// endpoints and a curl command. Workers talk over loopback gRPC; KV blocks
-// move through the transport's in-process backend.
+// runDev starts a whole cluster in this process: a one-node coordinator and a
+// prefill worker (disaggregated mode), a decode worker and a gateway on
+// loopback, then prints the endpoints and a curl command. Workers register
+// with the coordinator, gossip and report load; the gateway asks it for
+// placements. Workers talk over loopback gRPC; KV blocks move through the
+// transport's in-process backend.
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := defaultServeConfig()
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
@@ -55,6 +57,20 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	// One process, one registry: the gateway's /metrics shows every role.
 	reg := metrics.NewRegistry()
+	coordAddr := ""
+	if cfg.Mode == "disaggregated" && len(cfg.Coordinators) == 0 {
+		// Placement comes from a real one-node coordinator, as in a cluster.
+		addr, cleanup, err := startDevCoordinator(gctx, g, cfg.secret(), cfg.LogLevel, stderr)
+		if err != nil {
+			return err
+		}
+		closers = append(closers, cleanup)
+		cfg.Coordinators = []string{addr}
+		coordAddr = addr
+	}
+	if cfg.Mode == "colocated" {
+		cfg.Coordinators = nil // the colocated router places locally
+	}
 	wcfg := cfg
 	wcfg.Listen = "127.0.0.1:0"
 	dec, err := startWorker(gctx, g, wcfg, "decode", cfg.logger(stderr, "decode"), reg, newDecodeService(gctx, g, wcfg, cfg.logger(stderr, "decode")))
@@ -91,6 +107,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 `, cfg.Mode, name, gw.httpAddr, gw.grpcAddr, dec.Addr())
 	if len(gcfg.PrefillWorkers) > 0 {
 		fmt.Fprintf(stdout, "  prefill worker   %s\n", gcfg.PrefillWorkers[0])
+	}
+	if coordAddr != "" {
+		fmt.Fprintf(stdout, "  coordinator      %s   (tandemctl --addr %[1]s status)\n", coordAddr)
 	}
 	fmt.Fprintf(stdout, `
 Try:

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
+	"github.com/tandemserve/tandem/coordinator/client"
 	"github.com/tandemserve/tandem/gateway"
 	"github.com/tandemserve/tandem/metrics"
 	tandemv1 "github.com/tandemserve/tandem/proto/tandem/v1"
@@ -35,11 +36,19 @@ func (c *serveConfig) registerGateway(fs *flag.FlagSet) {
 type gatewayNode struct {
 	httpAddr, grpcAddr string
 	clients            []*worker.Client
+	router             *gateway.Disaggregated // closes the workers it dialed
+	coord              *client.Client
 }
 
 func (n *gatewayNode) close() {
 	for _, c := range n.clients {
 		c.Close()
+	}
+	if n.router != nil {
+		n.router.Close()
+	}
+	if n.coord != nil {
+		n.coord.Close()
 	}
 }
 
@@ -83,7 +92,25 @@ func startGateway(ctx context.Context, g *errgroup.Group, cfg serveConfig, log *
 		}
 		router, err = gateway.NewColocated(conns)
 	case "disaggregated":
-		router, err = gateway.NewDisaggregated(gateway.DefaultDisaggConfig(), prefills, decodes, cfg.secret(), log)
+		dc := gateway.DefaultDisaggConfig()
+		if len(cfg.Coordinators) > 0 {
+			cl, cerr := client.New(client.Config{Addrs: cfg.Coordinators, Logger: log})
+			if cerr != nil {
+				n.close()
+				return nil, cerr
+			}
+			n.coord = cl
+			if dc.Placer, err = gateway.NewCoordinatorPlacer(cl, modelName(cfg.Model)); err != nil {
+				n.close()
+				return nil, err
+			}
+			dc.Dial = func(addr string) (gateway.RemoteWorker, error) { return worker.Dial(addr) }
+		}
+		var d *gateway.Disaggregated
+		d, err = gateway.NewDisaggregated(dc, prefills, decodes, cfg.secret(), log)
+		if err == nil {
+			router, n.router = d, d
+		}
 	default:
 		err = fmt.Errorf("gateway: --mode %q: want colocated or disaggregated", cfg.Mode)
 	}

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/tandemserve/tandem/coordinator/client"
 	tandemv1 "github.com/tandemserve/tandem/proto/tandem/v1"
 	"github.com/tandemserve/tandem/worker"
 )
@@ -188,19 +190,28 @@ func TestDecodeKilledMidStream(t *testing.T) {
 	secret := []string{"TANDEM_CLUSTER_SECRET=e2e-secret-0123456789abcdef0123456789"}
 	for _, mode := range []string{"colocated", "disaggregated"} {
 		t.Run(mode, func(t *testing.T) {
+			// Disaggregated, a coordinator places requests: workers join it
+			// and the gateway is given no worker list at all.
+			var join []string
+			if mode == "disaggregated" {
+				join = []string{"--coordinator", startCoordinator(t, secret)}
+			}
 			var decodes []*proc
 			var addrs []string
 			for range 2 {
-				p := start(t, secret, "decode", "--model", model, "--listen", "127.0.0.1:0", "--threads", "1", "--log-level", "warn",
-					"--kv-listen", "127.0.0.1:0", "--kv-insecure")
+				p := start(t, secret, append([]string{"decode", "--model", model, "--listen", "127.0.0.1:0", "--threads", "1", "--log-level", "warn",
+					"--kv-listen", "127.0.0.1:0", "--kv-insecure"}, join...)...)
 				addrs = append(addrs, p.waitFor(t, `decode worker listening grpc=(\S+)`)[1])
 				decodes = append(decodes, p)
 			}
-			args := []string{"gateway", "--model", model, "--mode", mode, "--decode", strings.Join(addrs, ","),
+			args := []string{"gateway", "--model", model, "--mode", mode,
 				"--http-listen", "127.0.0.1:0", "--grpc-listen", "", "--log-level", "warn"}
 			if mode == "disaggregated" {
-				p := start(t, nil, "prefill", "--model", model, "--listen", "127.0.0.1:0", "--threads", "1", "--log-level", "warn", "--kv-insecure")
-				args = append(args, "--prefill", p.waitFor(t, `prefill worker listening grpc=(\S+)`)[1])
+				p := start(t, secret, append([]string{"prefill", "--model", model, "--listen", "127.0.0.1:0", "--threads", "1", "--log-level", "warn", "--kv-insecure"}, join...)...)
+				p.waitFor(t, `prefill worker listening grpc=(\S+)`)
+				args = append(args, join...)
+			} else {
+				args = append(args, "--decode", strings.Join(addrs, ","))
 			}
 			gw := start(t, secret, args...)
 			url := "http://" + gw.waitFor(t, `gateway listening http=(\S+)`)[1]
@@ -247,6 +258,40 @@ func TestDecodeKilledMidStream(t *testing.T) {
 				t.Errorf("after the kill: %q, want %q", res.Choices[0].Text, want)
 			}
 		})
+	}
+}
+
+// startCoordinator runs a one-node coordinator and waits until it leads.
+func startCoordinator(t *testing.T, secret []string) string {
+	t.Helper()
+	var addrs [3]string
+	for i := range addrs {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs[i] = lis.Addr().String()
+		lis.Close()
+	}
+	start(t, secret, "coordinator", "--id", "c1", "--data-dir", t.TempDir(), "--bootstrap",
+		"--grpc-addr", addrs[0], "--raft-addr", addrs[1], "--gossip-addr", addrs[2], "--log-level", "warn")
+	cl, err := client.New(client.Config{Addrs: []string{addrs[0]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		st, err := cl.Status(ctx)
+		cancel()
+		if err == nil && st.GetLeaderId() != "" {
+			return addrs[0]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("coordinator never led: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
