@@ -19,6 +19,8 @@ static inline float SFX(kq_h2f)(const uint8_t *p) { return tk_f16_to_f32((uint16
 static float SFX(dot_q6_k)(int nb, const uint8_t *w, const tk_q8k *a) {
 	float acc = 0;
 	for (int b = 0; b < nb; b++, a++, w += 210) {
+		__builtin_prefetch(w + 4096);
+		__builtin_prefetch(w + 4096 + 128);
 		const uint8_t *ql = w, *qh = w + 128;
 		const int8_t *sc = (const int8_t *)(w + 192);
 		const int8_t *q8 = a->qs;
@@ -53,6 +55,8 @@ static inline float SFX(dot_q45_k)(const int five, int nb, const uint8_t *w, con
 	float acc = 0;
 	const size_t bb = five ? 176 : 144;
 	for (int b = 0; b < nb; b++, a++, w += bb) {
+		__builtin_prefetch(w + 4096);
+		__builtin_prefetch(w + 4096 + 128);
 		float d = SFX(kq_h2f)(w), dmin = SFX(kq_h2f)(w + 2);
 		const uint8_t *sc = w + 4;
 		const uint8_t *qh = w + 16;
