@@ -20,7 +20,7 @@ import (
 
 func validConfig() Config {
 	c := DefaultConfig()
-	c.NodeID, c.GRPCAdvertise, c.ClusterSecret = "n", "127.0.0.1:1", []byte("0123456789abcdef")
+	c.NodeID, c.GRPCAdvertise, c.ClusterSecret = "n", "127.0.0.1:1", []byte("0123456789abcdef0123456789abcdef")
 	return c
 }
 

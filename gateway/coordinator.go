@@ -4,17 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/tandemserve/tandem/coordinator/client"
+	"github.com/tandemserve/tandem/coordinator/token"
 	coordv1 "github.com/tandemserve/tandem/proto/coordinator/v1"
+	"github.com/tandemserve/tandem/transport"
 )
 
 // CoordinatorPlacer asks the coordinator cluster for placements: which
 // prefill and decode workers (or one colocated decode worker) take a job,
-// fenced by the placing leader's Raft term. The coordinator's own transfer
-// token is not used: the transport verifies grants in its own format
-// (transport.IssueGrant), which the gateway signs with the same cluster
-// secret and the placement's term as the epoch.
+// fenced by the placing leader's Raft term. The placement's transfer id,
+// token and deadline become the KV transfer's grant unchanged: the
+// coordinator signs the transport's grant format, so only a placement can
+// authorise a transfer.
 type CoordinatorPlacer struct {
 	cl    *client.Client
 	model string
@@ -45,10 +48,21 @@ func (p *CoordinatorPlacer) Place(ctx context.Context, job *Job, exclude []strin
 	if err != nil {
 		return Placement{}, fmt.Errorf("%w: placement: %w", ErrNoWorkers, err)
 	}
-	return Placement{
+	out := Placement{
 		Prefill: pl.GetPrefill().GetGrpcAddr(), Decode: pl.GetDecode().GetGrpcAddr(),
 		Colocated: pl.GetColocated() || pl.GetPrefill() == nil, Epoch: pl.GetTerm(),
-	}, nil
+	}
+	if !out.Colocated {
+		mac, err := token.MAC(pl.GetTransferToken())
+		if err != nil {
+			return Placement{}, fmt.Errorf("%w: placement token: %w", ErrNoWorkers, err)
+		}
+		out.Grant = &transport.Grant{
+			TransferID: pl.GetTransferId(), Epoch: pl.GetTerm(),
+			Expiry: time.Unix(0, pl.GetDeadlineUnixNano()), Token: mac,
+		}
+	}
+	return out, nil
 }
 
 // Ready succeeds when a coordinator answers with a leader.

@@ -57,6 +57,10 @@ type Placement struct {
 	Colocated bool
 	// Epoch fences the transfer (the placing leader's Raft term).
 	Epoch uint64
+	// Grant is the placer's signed authorisation of the KV transfer to
+	// Decode (the coordinator's transfer id, token and deadline). Without
+	// one the gateway, placing locally, signs its own grant.
+	Grant *transport.Grant
 }
 
 // DefaultDisaggConfig allows three attempts and 30 s grants.
@@ -154,32 +158,32 @@ func (d *Disaggregated) resolve(addr string) (RemoteWorker, error) {
 
 // choose returns one attempt's workers: from the Placer when set, else the
 // least busy of each pool. pre is nil when the decode worker prefills.
-func (d *Disaggregated) choose(ctx context.Context, job *Job, failed, failedPrefill []string) (dec, pre RemoteWorker, epoch uint64, done func(), err error) {
+func (d *Disaggregated) choose(ctx context.Context, job *Job, failed, failedPrefill []string) (dec, pre RemoteWorker, pl Placement, done func(), err error) {
 	if d.cfg.Placer == nil {
 		dec, doneDec, err := d.pick(d.decode, failed)
 		if err != nil {
-			return nil, nil, 0, nil, err
+			return nil, nil, Placement{}, nil, err
 		}
 		pre, donePre, err := d.pick(d.prefill, failedPrefill)
 		if err != nil {
 			doneDec()
-			return nil, nil, 0, nil, err
+			return nil, nil, Placement{}, nil, err
 		}
-		return dec, pre, 1, func() { doneDec(); donePre() }, nil
+		return dec, pre, Placement{Epoch: 1}, func() { doneDec(); donePre() }, nil
 	}
-	pl, err := d.cfg.Placer.Place(ctx, job, append(slices.Clone(failed), failedPrefill...))
+	pl, err = d.cfg.Placer.Place(ctx, job, append(slices.Clone(failed), failedPrefill...))
 	if err != nil {
-		return nil, nil, 0, nil, err
+		return nil, nil, Placement{}, nil, err
 	}
 	if dec, err = d.resolve(pl.Decode); err != nil {
-		return nil, nil, 0, nil, err
+		return nil, nil, Placement{}, nil, err
 	}
 	if !pl.Colocated {
 		if pre, err = d.resolve(pl.Prefill); err != nil {
-			return nil, nil, 0, nil, err
+			return nil, nil, Placement{}, nil, err
 		}
 	}
-	return dec, pre, pl.Epoch, func() {}, nil
+	return dec, pre, pl, func() {}, nil
 }
 
 // pick takes the least busy worker of pool not in skip.
@@ -226,7 +230,7 @@ func (d *Disaggregated) Generate(ctx context.Context, job *Job, emit func(int32)
 	var lastErr error
 	for attempt := range d.cfg.Attempts {
 		t0 := time.Now()
-		dec, pre, epoch, done, err := d.choose(ctx, job, failed, failedPrefill)
+		dec, pre, pl, done, err := d.choose(ctx, job, failed, failedPrefill)
 		if err != nil {
 			return "", errors.Join(err, lastErr)
 		}
@@ -237,7 +241,7 @@ func (d *Disaggregated) Generate(ctx context.Context, job *Job, emit func(int32)
 		}
 		var finish string
 		if len(out) == 0 && job.Params.MaxTokens > 1 && pre != nil {
-			finish, err = d.split(ctx, job, attempt, dec, pre, epoch, tracked)
+			finish, err = d.split(ctx, job, attempt, dec, pre, pl, tracked)
 		} else {
 			// A resume (or a one-token request): the decode worker
 			// computes prompt and tokens so far itself.
@@ -263,6 +267,16 @@ func (d *Disaggregated) Generate(ctx context.Context, job *Job, emit func(int32)
 	return "", fmt.Errorf("%w: %d attempts failed: %w", ErrNoWorkers, d.cfg.Attempts, lastErr)
 }
 
+// grant returns the placer's transfer grant, or signs one when the gateway
+// placed the job itself.
+func (d *Disaggregated) grant(job *Job, attempt int, dec RemoteWorker, pl Placement) (transport.Grant, error) {
+	if pl.Grant != nil {
+		return *pl.Grant, nil
+	}
+	id := fmt.Sprintf("%s-%d", job.ID, attempt)
+	return transport.IssueGrant(d.secret, id, pl.Epoch, dec.Addr(), time.Now().Add(d.cfg.GrantTTL))
+}
+
 // prefillError is a failed Prefill call, naming the worker.
 type prefillError struct {
 	addr string
@@ -275,15 +289,14 @@ func (e *prefillError) Error() string {
 func (e *prefillError) Unwrap() error { return e.err }
 
 // split runs one attempt as attach-then-prefill.
-func (d *Disaggregated) split(ctx context.Context, job *Job, attempt int, dec, pre RemoteWorker, epoch uint64, emit func(int32) error) (string, error) {
+func (d *Disaggregated) split(ctx context.Context, job *Job, attempt int, dec, pre RemoteWorker, pl Placement, emit func(int32) error) (string, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the attach stream, and with it decode's work
-	id := fmt.Sprintf("%s-%d", job.ID, attempt)
-	expiry := time.Now().Add(d.cfg.GrantTTL)
-	grant, err := transport.IssueGrant(d.secret, id, epoch, dec.Addr(), expiry)
+	grant, err := d.grant(job, attempt, dec, pl)
 	if err != nil {
 		return "", err
 	}
+	id := grant.TransferID
 	kv, err := d.kvEndpoint(ctx, dec)
 	if err != nil {
 		return "", err

@@ -24,7 +24,7 @@ import (
 )
 
 // Secret returns the cluster secret test clusters use.
-func Secret() []byte { return []byte("coordtest-cluster-secret") }
+func Secret() []byte { return []byte("coordtest-cluster-secret-0123456789") }
 
 // FastConfig returns a coordinator config with timeouts short enough for tests (150 ms Raft,
 // 100 ms gossip probes) yet long enough that a CPU-starved CI machine does not see spurious

@@ -38,7 +38,7 @@ func TestStartWithMutualTLS(t *testing.T) {
 	}
 	o, err := Parse(args, nil, func(k string) string {
 		if k == "TANDEM_CLUSTER_SECRET" {
-			return "daemon-test-cluster-secret"
+			return "daemon-test-cluster-secret-0123456789"
 		}
 		return ""
 	})

@@ -15,7 +15,7 @@ import (
 func TestParse(t *testing.T) {
 	dir := t.TempDir()
 	secretFile := filepath.Join(dir, "secret")
-	if err := os.WriteFile(secretFile, []byte("file-secret-0123456789\n"), 0o600); err != nil {
+	if err := os.WriteFile(secretFile, []byte("file-secret-0123456789-0123456789\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	key := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef"))
@@ -27,7 +27,7 @@ func TestParse(t *testing.T) {
 	if err := os.WriteFile(badCfg, []byte("id: a\nnot-a-flag: 1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	env := map[string]string{"TANDEM_CLUSTER_SECRET": "env-secret-0123456789", "TANDEM_ADMIN_TOKEN": "tok", "TANDEM_GOSSIP_KEY": key}
+	env := map[string]string{"TANDEM_CLUSTER_SECRET": "env-secret-0123456789-0123456789", "TANDEM_ADMIN_TOKEN": "tok", "TANDEM_GOSSIP_KEY": key}
 	getenv := func(k string) string { return env[k] }
 	tests := []struct {
 		name    string
@@ -40,7 +40,7 @@ func TestParse(t *testing.T) {
 			args: []string{"--id", "c1", "--data-dir", dir, "--join", "a:1,b:2", "--grpc-addr", "127.0.0.1:7001", "--gossip-addr", "127.0.0.1:7201"},
 			check: func(t *testing.T, o *Options) {
 				got := []any{o.Config.NodeID, o.Join, o.Config.GRPCAdvertise, o.Config.Gossip.BindPort, string(o.Config.ClusterSecret), o.AdminToken, len(o.Config.Gossip.SecretKey)}
-				want := []any{"c1", []string{"a:1", "b:2"}, "127.0.0.1:7001", 7201, "env-secret-0123456789", "tok", 16}
+				want := []any{"c1", []string{"a:1", "b:2"}, "127.0.0.1:7001", 7201, "env-secret-0123456789-0123456789", "tok", 16}
 				if d := cmp.Diff(want, got); d != "" {
 					t.Errorf("(-want +got):\n%s", d)
 				}
@@ -50,7 +50,7 @@ func TestParse(t *testing.T) {
 			name: "secret from file wins",
 			args: []string{"--id", "c0", "--data-dir", dir, "--bootstrap", "--cluster-secret-file", secretFile},
 			check: func(t *testing.T, o *Options) {
-				if string(o.Config.ClusterSecret) != "file-secret-0123456789" || !o.Config.Bootstrap {
+				if string(o.Config.ClusterSecret) != "file-secret-0123456789-0123456789" || !o.Config.Bootstrap {
 					t.Errorf("secret %q bootstrap %v", o.Config.ClusterSecret, o.Config.Bootstrap)
 				}
 			},

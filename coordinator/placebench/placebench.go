@@ -66,7 +66,7 @@ func NewFixture(ctx context.Context, log *slog.Logger) (*Fixture, error) {
 	cfg := coordinator.DefaultConfig()
 	cfg.NodeID = "bench"
 	cfg.GRPCAdvertise = "127.0.0.1:1"
-	cfg.ClusterSecret = []byte("placement-benchmark-secret")
+	cfg.ClusterSecret = []byte("placement-benchmark-secret-0123456789")
 	cfg.Bootstrap = true
 	// Workers here do not gossip: keep them alive and their reports fresh for the whole run.
 	cfg.DeadGrace, cfg.LoadTTL, cfg.SuspectTTL = time.Hour, time.Hour, time.Hour

@@ -20,7 +20,7 @@ import (
 )
 
 const (
-	secret     = "multi-process-cluster-secret"
+	secret     = "multi-process-cluster-secret-0123456789"
 	adminToken = "multi-process-admin-token"
 )
 
