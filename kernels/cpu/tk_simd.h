@@ -237,6 +237,44 @@ static inline __attribute__((always_inline)) void SFX(deq_body)(
 			d[i] = _mm256_set1_ps(SFX(h2f)(p[i]));
 			m[i] = T == TK_Q4_1 ? _mm256_set1_ps(SFX(h2f)(p[i] + 2)) : _mm256_setzero_ps();
 		}
+#if TK_VNNI
+		if (T != TK_Q8_0) {
+			// 4-bit weights take 16 values: build each row's table of the 16
+			// dequantized values once per block (the same multiply and add per
+			// value) and look values up with one two-table permute.
+			__m256 lo[TK_MR], hi[TK_MR];
+			__m256i qb[TK_MR];
+			const __m256 q0 = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7);
+			const __m256 q8v = _mm256_setr_ps(8, 9, 10, 11, 12, 13, 14, 15);
+			const __m256 bias = _mm256_set1_ps(T == TK_Q4_0 ? 8.0f : 0.0f);
+			for (int i = 0; i < MR; i++) {
+				lo[i] = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(q0, bias), d[i]), m[i]);
+				hi[i] = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(q8v, bias), d[i]), m[i]);
+				qb[i] = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p[i] + (T == TK_Q4_0 ? 2 : 4))));
+			}
+			for (int g = 0; g < 4; g++) {
+				__m256 wv[TK_MR];
+				for (int i = 0; i < MR; i++) {
+					__m256i idx;
+					if (g == 1 || g == 3) {
+						idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p[i] + (T == TK_Q4_0 ? 10 : 12))));
+					} else {
+						idx = qb[i];
+					}
+					if (g >= 2) {
+						idx = _mm256_srli_epi32(idx, 4);
+					}
+					// The permute reads only the low four bits of each index.
+					wv[i] = _mm256_permutex2var_ps(lo[i], idx, hi[i]);
+				}
+				for (int j = 0; j < NR; j++) {
+					__m256 xv = _mm256_loadu_ps((const float *)(a + (size_t)j * as) + 32 * b + 8 * g);
+					for (int i = 0; i < MR; i++) acc[i][j] = _mm256_fmadd_ps(wv[i], xv, acc[i][j]);
+				}
+			}
+			continue;
+		}
+#endif
 		for (int g = 0; g < 4; g++) {
 			__m256 wv[TK_MR];
 			for (int i = 0; i < MR; i++) wv[i] = SFX(deq8)(T, p[i], g, d[i], m[i]);
