@@ -27,10 +27,12 @@
 #define CPU_RELAX() ((void)0)
 #endif
 
-// About 0.5 ms of spinning on Zen 4 before a worker sleeps: long enough to
-// span the Go-side work between two kernels of one step, short enough that an
-// idle backend leaves the cores within a millisecond.
-enum { SPIN_ITERS = 1 << 14 };
+// Waiting escalates: SPIN_ITERS pauses (tens of microseconds: the Go-side
+// work between two kernels of one decode step), then up to YIELD_ITERS
+// sched_yield calls (about half a millisecond), then sleep. Yielding instead
+// of spinning matters when the machine is oversubscribed: a spinning worker
+// would hold the very core the caller needs to finish its share.
+enum { SPIN_ITERS = 1 << 11, YIELD_ITERS = 512 };
 
 // State word layout: generation (24 bits) | chunk count (20) | next chunk (20).
 #define ST_GEN(v) ((v) >> 40)
@@ -87,6 +89,10 @@ static void *worker(void *v) {
 			}
 			if (++spins < SPIN_ITERS) {
 				CPU_RELAX();
+				continue;
+			}
+			if (spins < SPIN_ITERS + YIELD_ITERS) {
+				sched_yield();
 				continue;
 			}
 			pthread_mutex_lock(&p->mu);
