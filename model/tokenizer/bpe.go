@@ -252,7 +252,7 @@ func (m *bpeModel) encodeHeapWord(t *Tokenizer, word string, sc *bpeScratch, out
 	}
 	for len(h) > 0 {
 		var p bpePair
-		p, h = heapPop(h)
+		p, h = heapPop(h, pairLess)
 		l, r := &syms[p.left], &syms[p.right]
 		if l.id != p.lid || r.id != p.rid || l.next != p.right {
 			continue // a neighbour merged since this pair was queued
@@ -337,7 +337,7 @@ func (m *bpeModel) pushPair(h []bpePair, syms []bpeSymbol, left, right int32) []
 	if !ok {
 		return h
 	}
-	return heapPush(h, bpePair{rank: mg.rank, left: left, right: right, lid: lid, rid: rid, id: mg.id})
+	return heapPush(h, bpePair{rank: mg.rank, left: left, right: right, lid: lid, rid: rid, id: mg.id}, pairLess)
 }
 
 // emit appends symbol id. A symbol the vocabulary lacks is emitted as the
@@ -366,37 +366,3 @@ func pairLess(a, b bpePair) bool {
 	return a.left < b.left
 }
 
-func heapPush(h []bpePair, p bpePair) []bpePair {
-	h = append(h, p)
-	for i := len(h) - 1; i > 0; {
-		parent := (i - 1) / 2
-		if !pairLess(h[i], h[parent]) {
-			break
-		}
-		h[i], h[parent] = h[parent], h[i]
-		i = parent
-	}
-	return h
-}
-
-func heapPop(h []bpePair) (bpePair, []bpePair) {
-	top := h[0]
-	last := len(h) - 1
-	h[0] = h[last]
-	h = h[:last]
-	for i := 0; ; {
-		l, r, best := 2*i+1, 2*i+2, i
-		if l < len(h) && pairLess(h[l], h[best]) {
-			best = l
-		}
-		if r < len(h) && pairLess(h[r], h[best]) {
-			best = r
-		}
-		if best == i {
-			break
-		}
-		h[i], h[best] = h[best], h[i]
-		i = best
-	}
-	return top, h
-}

@@ -93,7 +93,7 @@ func (m *spmModel) encode(t *Tokenizer, raw string, prefixSpace bool, sc *spmScr
 	}
 	for len(h) > 0 {
 		var p spmPair
-		p, h = spmPop(h)
+		p, h = heapPop(h, spmLess)
 		l, r := &syms[p.left], &syms[p.right]
 		if l.end == l.start || r.end == r.start || (l.end-l.start)+(r.end-r.start) != p.size {
 			continue // one side merged since this pair was queued
@@ -132,7 +132,7 @@ func (m *spmModel) pushPair(t *Tokenizer, h []spmPair, text string, syms []spmSy
 	if !ok {
 		return h
 	}
-	return spmPush(h, spmPair{score: t.scores[id], left: left, right: right, size: int32(len(merged))})
+	return heapPush(h, spmPair{score: t.scores[id], left: left, right: right, size: int32(len(merged))}, spmLess)
 }
 
 // utf8SeqLen is the sequence length a lead byte announces (1 for invalid
@@ -159,40 +159,6 @@ func spmLess(a, b spmPair) bool {
 	return a.left < b.left
 }
 
-func spmPush(h []spmPair, p spmPair) []spmPair {
-	h = append(h, p)
-	for i := len(h) - 1; i > 0; {
-		parent := (i - 1) / 2
-		if !spmLess(h[i], h[parent]) {
-			break
-		}
-		h[i], h[parent] = h[parent], h[i]
-		i = parent
-	}
-	return h
-}
-
-func spmPop(h []spmPair) (spmPair, []spmPair) {
-	top := h[0]
-	last := len(h) - 1
-	h[0] = h[last]
-	h = h[:last]
-	for i := 0; ; {
-		l, r, best := 2*i+1, 2*i+2, i
-		if l < len(h) && spmLess(h[l], h[best]) {
-			best = l
-		}
-		if r < len(h) && spmLess(h[r], h[best]) {
-			best = r
-		}
-		if best == i {
-			break
-		}
-		h[i], h[best] = h[best], h[i]
-		i = best
-	}
-	return top, h
-}
 
 // unescapeSPM turns a normal SentencePiece token back into text.
 func unescapeSPM(s string) string {
