@@ -365,4 +365,3 @@ func pairLess(a, b bpePair) bool {
 	}
 	return a.left < b.left
 }
-

@@ -159,7 +159,6 @@ func spmLess(a, b spmPair) bool {
 	return a.left < b.left
 }
 
-
 // unescapeSPM turns a normal SentencePiece token back into text.
 func unescapeSPM(s string) string {
 	if !strings.Contains(s, spaceMarker) {
