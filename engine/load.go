@@ -24,11 +24,19 @@ type Load struct {
 	PrefixMisses       uint64 // full prompt blocks that had to be computed
 	Evictions          uint64
 	Preemptions        uint64
+	// PrefixHashes summarises the prefix cache for placement: at most
+	// MaxReportedHashes block hashes, hottest first.
+	PrefixHashes []uint64
 }
+
+// MaxReportedHashes bounds the prefix-cache summary of a load report (the
+// coordinator keeps at most this many per worker).
+const MaxReportedHashes = 4096
 
 // Load returns the current load.
 func (e *Engine) Load() Load {
 	kv := e.kv.Stats()
+	hashes := e.kv.CachedHashes(MaxReportedHashes)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	st := e.sched.Stats()
@@ -39,7 +47,7 @@ func (e *Engine) Load() Load {
 		DecodeTokensPerSec: dec, PromptTokensPerSec: pre,
 		Steps: e.meter.steps, DecodeTokens: e.meter.decoded, PromptTokens: e.meter.prompted,
 		PrefixHits: kv.Hits, PrefixMisses: kv.Misses, Evictions: kv.Evictions,
-		Preemptions: st.Preemptions,
+		Preemptions: st.Preemptions, PrefixHashes: hashes,
 	}
 }
 

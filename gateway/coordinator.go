@@ -8,6 +8,7 @@ import (
 
 	"github.com/tandemserve/tandem/coordinator/client"
 	"github.com/tandemserve/tandem/coordinator/token"
+	"github.com/tandemserve/tandem/engine/blockhash"
 	coordv1 "github.com/tandemserve/tandem/proto/coordinator/v1"
 	"github.com/tandemserve/tandem/transport"
 )
@@ -21,6 +22,11 @@ import (
 type CoordinatorPlacer struct {
 	cl    *client.Client
 	model string
+
+	// With a model id, placements carry the prompt's block-hash chain so
+	// the coordinator can prefer the prefill worker that caches its prefix.
+	modelID   string
+	blockSize int
 }
 
 var _ Placer = (*CoordinatorPlacer)(nil)
@@ -33,15 +39,28 @@ func NewCoordinatorPlacer(cl *client.Client, model string) (*CoordinatorPlacer, 
 	return &CoordinatorPlacer{cl: cl, model: model}, nil
 }
 
+// HashPrefixes makes every placement request carry the prompt's full-block
+// hash chain (engine/blockhash) for modelID, the id the workers' engines use,
+// and blockSize, their KV block size, so prefix-cache-aware policies see
+// which worker already holds the prompt's prefix. Call before first use.
+func (p *CoordinatorPlacer) HashPrefixes(modelID string, blockSize int) {
+	p.modelID, p.blockSize = modelID, blockSize
+}
+
 // Place asks the leader for workers, excluding failed nodes.
 func (p *CoordinatorPlacer) Place(ctx context.Context, job *Job, exclude []string) (Placement, error) {
 	// The request id is the coordinator's idempotency key: a retry after a
 	// failure (with more exclusions) must not get the cached placement.
-	pl, err := p.cl.Place(ctx, &coordv1.PlaceRequest{
+	req := &coordv1.PlaceRequest{
 		RequestId: fmt.Sprintf("%s/%d", job.ID, len(exclude)), Model: p.model,
 		PromptTokens: int32(len(job.Tokens)), MaxTokens: int32(job.Params.MaxTokens),
 		Priority: int32(job.Priority), Exclude: exclude,
-	})
+	}
+	if p.modelID != "" && p.blockSize > 0 {
+		req.BlockHashes = blockhash.Chain(p.modelID, job.Tokens, p.blockSize)
+		req.BlockTokens = int32(p.blockSize)
+	}
+	pl, err := p.cl.Place(ctx, req)
 	if errors.Is(err, client.ErrNoCapacity) {
 		return Placement{}, fmt.Errorf("%w: %w", ErrOverloaded, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/tandemserve/tandem/model"
 	"github.com/tandemserve/tandem/model/gguf"
 	"github.com/tandemserve/tandem/model/llama"
 	"github.com/tandemserve/tandem/model/tokenizer"
@@ -27,7 +28,12 @@ func LoadModel(path string) (Model, error) {
 	if err != nil {
 		return Model{}, fmt.Errorf("gateway: %s: %w", path, err)
 	}
+	id, err := model.ID(path, f)
+	if err != nil {
+		return Model{}, fmt.Errorf("gateway: %w", err)
+	}
 	return Model{
+		ID:            id,
 		Name:          strings.TrimSuffix(filepath.Base(path), ".gguf"),
 		ContextLength: cfg.ContextLength,
 		Vocab:         cfg.Vocab,

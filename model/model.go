@@ -81,17 +81,18 @@ func build(path string, f *gguf.File, be kernels.Backend) (*Model, error) {
 	if tok.VocabSize() > lm.Config().Vocab {
 		return nil, fmt.Errorf("model: %s: tokenizer has %d tokens but the model only %d", path, tok.VocabSize(), lm.Config().Vocab)
 	}
-	id, err := modelID(path, f)
+	id, err := ID(path, f)
 	if err != nil {
 		return nil, err
 	}
 	return &Model{ID: id, Path: path, File: f, Tokenizer: tok, Llama: lm}, nil
 }
 
-// modelID digests everything before the tensor data (header, metadata and
+// ID names the model file at path (opened as f) in the cluster: its base name
+// and a digest of everything before the tensor data (header, metadata and
 // tensor directory): cheap, and different for any two differently converted
-// or quantized files.
-func modelID(path string, f *gguf.File) (string, error) {
+// or quantized files. Prefix-cache hashes and KV handshakes use it.
+func ID(path string, f *gguf.File) (string, error) {
 	fh, err := os.Open(path)
 	if err != nil {
 		return "", fmt.Errorf("model: %w", err)

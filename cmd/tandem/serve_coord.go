@@ -45,6 +45,7 @@ func joinCluster(ctx context.Context, cfg serveConfig, role, addr, kvAddr string
 				Running: int32(l.Running), Waiting: int32(l.Waiting), QueueDepth: int32(l.Waiting),
 				FreeKvBlocks: int32(l.FreeBlocks), TotalKvBlocks: int32(l.TotalBlocks), BlockTokens: int32(l.BlockSize),
 				TokensPerSec: l.DecodeTokensPerSec + l.PromptTokensPerSec, InFlight: int32(l.Running + l.Waiting),
+				PrefixHashes: l.PrefixHashes,
 			}
 		},
 		Logger: log,

@@ -100,10 +100,13 @@ func startGateway(ctx context.Context, g *errgroup.Group, cfg serveConfig, log *
 				return nil, cerr
 			}
 			n.coord = cl
-			if dc.Placer, err = gateway.NewCoordinatorPlacer(cl, modelName(cfg.Model)); err != nil {
+			cp, perr := gateway.NewCoordinatorPlacer(cl, modelName(cfg.Model))
+			if perr != nil {
 				n.close()
-				return nil, err
+				return nil, perr
 			}
+			cp.HashPrefixes(m.ID, cfg.BlockSize)
+			dc.Placer = cp
 			dc.Dial = func(addr string) (gateway.RemoteWorker, error) { return worker.Dial(addr) }
 		}
 		var d *gateway.Disaggregated

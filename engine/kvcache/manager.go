@@ -301,6 +301,30 @@ func (m *Manager) Contains(hashes []uint64) int {
 	return len(hashes)
 }
 
+// CachedHashes returns up to max hashes of cached blocks, for the prefix-cache
+// summary a worker reports to the coordinator: blocks in use first (their
+// prefixes are the hottest), then free cached blocks from most to least
+// recently released, so the summary keeps what eviction would keep.
+func (m *Manager) CachedHashes(max int) []uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]uint64, 0, min(max, len(m.byHash)))
+	for h, b := range m.byHash {
+		if len(out) >= max {
+			return out
+		}
+		if m.refs[b] > 0 {
+			out = append(out, h)
+		}
+	}
+	for b := m.tail; b != none && len(out) < max; b = m.prev[b] {
+		if m.cached[b] {
+			out = append(out, m.hash[b])
+		}
+	}
+	return out
+}
+
 // commitLocked registers held block b, holding tokens and following the block
 // whose hash is prev, and returns b's hash. A block already cached, or a hash
 // another block already serves, is left as is: two sequences that computed the

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/tandemserve/tandem/engine/blockhash"
 )
 
 func newManager(t *testing.T, blocks, bs int) *Manager {
@@ -378,6 +380,38 @@ func TestContainsAndSlots(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := m.Release(other); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// CachedHashes reports held prefixes before released ones, newest released
+// first, and never more than asked.
+func TestCachedHashes(t *testing.T) {
+	const bs = 4
+	m := newManager(t, 16, bs)
+	a, _ := fill(t, m, seq(0, 8))   // 2 full blocks, released below
+	b, _ := fill(t, m, seq(100, 8)) // 2 full blocks, released after a
+	held, _ := fill(t, m, seq(200, 4))
+	if err := m.Release(a); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Release(b); err != nil {
+		t.Fatal(err)
+	}
+	chainA := blockhash.Chain("test-model", seq(0, 8), bs)
+	chainB := blockhash.Chain("test-model", seq(100, 8), bs)
+	chainHeld := blockhash.Chain("test-model", seq(200, 4), bs)
+	got := m.CachedHashes(100)
+	// A table releases its tail blocks first (they are evicted first), so the
+	// most recent entry is the newest table's first block.
+	want := []uint64{chainHeld[0], chainB[0], chainB[1], chainA[0], chainA[1]}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("CachedHashes (-want +got):\n%s", diff)
+	}
+	if got := m.CachedHashes(2); len(got) != 2 || got[0] != chainHeld[0] {
+		t.Fatalf("CachedHashes(2) = %v, want the held block first", got)
+	}
+	if err := m.Release(held); err != nil {
 		t.Fatal(err)
 	}
 }
