@@ -1,10 +1,10 @@
-// A persistent pthread pool with spin-then-sleep dispatch and dynamic chunks.
+// A persistent pthread pool with spin/yield/sleep dispatch and dynamic chunks.
 //
 // Decoding a small model issues a few hundred short matmuls per token, each
 // worth tens of microseconds, so waking goroutines or futexes per call would
 // cost a large share of the step. The caller publishes a task by storing a new
-// state word; workers spin on it (with pause) for a while after each task and
-// only then sleep on a condition variable.
+// state word; after each task workers watch it, spinning with pause, then
+// yielding, and only then sleep on a condition variable (see SPIN_ITERS).
 //
 // The state word packs (generation, chunk count, next chunk) so that one
 // atomic fetch-add both claims a chunk and tells the claimant which task it
