@@ -3,14 +3,16 @@
 // the decode worker the request was placed on.
 //
 // The model (docs/request-lifecycle.md): Prefill admits the prompt into the
-// engine with KeepKV and a one-token budget. When the engine has computed the
-// prompt and sampled the first token, the worker reserves destination blocks
-// on the decode worker through the KV transport (only now: reserving while the
-// request queued here would charge this worker's queueing to decode memory),
-// pushes the blocks layer by layer on one ordered stream that ends with the
-// commit, releases its own references (the blocks stay in its prefix cache,
-// unpinned) and returns the first token. A failed transfer fails the call with
-// the transport's typed error; the gateway decides whether to retry.
+// engine with KeepKV and a one-token budget. When the engine runs the
+// prompt's final chunk (not before: reserving while the request queued here
+// would charge this worker's queueing to decode memory), the worker reserves
+// destination blocks on the decode worker through the KV transport and
+// streams each layer's blocks as soon as the engine has stored that layer,
+// so the transfer overlaps the remaining layers' compute. The stream is one
+// ordered channel that ends with the commit. The worker then releases its
+// own references (the blocks stay in its prefix cache, unpinned) and returns
+// the first token. A failed transfer fails the call with the transport's
+// typed error; the gateway decides whether to retry.
 package prefill
 
 import (
@@ -19,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -99,15 +102,34 @@ func (s *Server) Prefill(ctx context.Context, req *tandemv1.PrefillRequest) (*ta
 	// The engine samples exactly the first token with the request's own
 	// parameters; decode continues from it.
 	p.MaxTokens = 1
-	h, err := s.eng.Add(ctx, engine.Request{Tokens: run.GetTokens(), Params: p, Priority: int(run.GetPriority()), KeepKV: true})
+	tokens := run.GetTokens()
+	grant := transport.Grant{TransferID: req.GetTransferId(), Epoch: req.GetEpoch(), Expiry: time.Unix(0, req.GetExpiryUnixNano()), Token: req.GetToken()}
+	peer := dialer.Peer{NodeID: req.GetDecodeAddr(), HostID: req.GetDecodeHostId(), GRPCAddr: req.GetDecodeKvAddr(), ShmSocket: req.GetDecodeKvSocket()}
+	layers := newLayerFeed(len(tokens), s.eng.Cache().Spec().Layers)
+	h, err := s.eng.Add(ctx, engine.Request{Tokens: tokens, Params: p, Priority: int(run.GetPriority()), KeepKV: true, OnLayer: layers.onLayer})
 	if err != nil {
 		return nil, worker.ToStatus(err)
 	}
-	// On every early return the request is cancelled if still running,
-	// then whatever KV it kept is released (defers run last first). After
-	// a successful TakeKV there is nothing left to release.
+	// The pusher runs beside the engine from the first final-chunk layer on.
+	// Every return below stops it and waits for it (and for the transport to
+	// let go of the source blocks) before the kept KV is released.
+	pctx, stopPush := context.WithCancel(ctx)
+	pushed := make(chan pushResult, 1)
+	go func() { pushed <- s.stream(pctx, peer, grant, layers) }()
+	var res *pushResult
+	wait := func() pushResult {
+		if res == nil {
+			r := <-pushed
+			res = &r
+			<-r.released
+		}
+		return *res
+	}
 	defer s.release(h)
+	defer wait()
+	defer stopPush()
 	defer h.Cancel()
+
 	first, err := h.Next(ctx)
 	if errors.Is(err, io.EOF) {
 		// The first token ended the request: nothing to push.
@@ -124,20 +146,24 @@ func (s *Server) Prefill(ctx context.Context, req *tandemv1.PrefillRequest) (*ta
 	if _, err := h.Next(ctx); !errors.Is(err, io.EOF) {
 		return nil, worker.ToStatus(fmt.Errorf("prefill: first token budget not honoured: %w", err))
 	}
-	blocks, computed, ok := h.TakeKV()
+	kept, computed, ok := h.TakeKV()
 	if !ok {
 		return nil, worker.ToStatus(fmt.Errorf("prefill: request %s kept no KV", run.GetRequestId()))
 	}
-	grant := transport.Grant{TransferID: req.GetTransferId(), Epoch: req.GetEpoch(), Expiry: time.Unix(0, req.GetExpiryUnixNano()), Token: req.GetToken()}
-	peer := dialer.Peer{NodeID: req.GetDecodeAddr(), HostID: req.GetDecodeHostId(), GRPCAddr: req.GetDecodeKvAddr(), ShmSocket: req.GetDecodeKvSocket()}
-	n, err := s.push(ctx, peer, grant, blocks, computed)
-	if err != nil {
+	// The pusher ends after the final chunk's last layer; only then, and
+	// once the transport has let go of them, are the blocks released.
+	r := wait()
+	s.eng.Free(kept)
+	if computed != len(tokens) {
+		return nil, worker.ToStatus(fmt.Errorf("prefill: request %s kept KV of %d tokens, want %d", run.GetRequestId(), computed, len(tokens)))
+	}
+	if r.err != nil {
 		s.metrics.Failures.Inc()
 		s.dial.Drop(peer.NodeID)
 		// Aborted: the transfer failed and the request may be placed again.
-		return nil, status.Error(codes.Aborted, err.Error())
+		return nil, status.Error(codes.Aborted, r.err.Error())
 	}
-	return &tandemv1.PrefillResponse{FirstToken: &first, Computed: int32(computed), KvBytes: n}, nil
+	return &tandemv1.PrefillResponse{FirstToken: &first, Computed: int32(len(tokens)), KvBytes: r.bytes}, nil
 }
 
 // release frees any KV a finished KeepKV request still holds.
@@ -147,53 +173,132 @@ func (s *Server) release(h *engine.Handle) {
 	}
 }
 
-// push moves the blocks holding computed tokens to the decode worker. It owns
-// blocks and frees them exactly once, when the transfer ends either way.
-func (s *Server) push(ctx context.Context, peer dialer.Peer, g transport.Grant, blocks []int32, computed int) (int64, error) {
-	addr := peer.NodeID
-	start := time.Now()
+// layerFeed carries the layer events of a prompt's final chunk from the
+// engine's step loop to the pusher. Once a final-chunk event for layer L has
+// fired, layer L of every block of the prompt is final: earlier chunks wrote
+// their part in earlier steps, cached prefix blocks are immutable, and the
+// request finishes in this step (one-token budget), after which its blocks
+// are kept for the transfer, so they cannot be preempted or reused while the
+// pusher reads them.
+type layerFeed struct {
+	promptLen int
+	events    chan finalLayer
+}
+
+type finalLayer struct {
+	layer  int
+	blocks []int32 // the block table, with the first event only
+}
+
+func newLayerFeed(promptLen, layers int) *layerFeed {
+	return &layerFeed{promptLen: promptLen, events: make(chan finalLayer, layers)}
+}
+
+// onLayer runs on the engine's step loop: it never blocks. The buffer holds
+// one final chunk's events, and a request has exactly one final chunk.
+func (f *layerFeed) onLayer(ev engine.LayerEvent) {
+	if ev.To != f.promptLen {
+		return
+	}
+	fl := finalLayer{layer: ev.Layer}
+	if ev.Layer == 0 {
+		fl.blocks = slices.Clone(ev.Blocks)
+	}
+	select {
+	case f.events <- fl:
+	default:
+	}
+}
+
+type pushResult struct {
+	bytes    int64
+	err      error
+	released <-chan struct{} // closed when the transport no longer reads the source blocks
+}
+
+// stream reserves the destination blocks when the final chunk starts, then
+// sends each layer as the engine finishes it and commits. It reads the
+// source blocks but never frees them: Prefill does, once released is closed.
+func (s *Server) stream(ctx context.Context, peer dialer.Peer, g transport.Grant, feed *layerFeed) pushResult {
+	released := make(chan struct{})
+	fail := func(err error) pushResult {
+		return pushResult{err: err, released: released}
+	}
 	spec := s.eng.Cache().Spec()
-	need := (computed + spec.BlockSize - 1) / spec.BlockSize
-	if need > len(blocks) {
-		s.eng.Free(blocks)
-		return 0, fmt.Errorf("%w: %d tokens need %d blocks, kept %d", ErrTransfer, computed, need, len(blocks))
-	}
-	conn, err := s.dial.Dial(ctx, peer)
-	if err != nil {
-		s.eng.Free(blocks)
-		return 0, fmt.Errorf("%w: dial %s: %w", ErrTransfer, addr, err)
-	}
-	lease, err := conn.Reserve(ctx, g, need)
-	if err != nil {
-		s.eng.Free(blocks)
-		return 0, fmt.Errorf("%w: reserve %d blocks on %s: %w", ErrTransfer, need, addr, err)
-	}
-	pairs := make([]transport.BlockPair, need)
-	for i := range pairs {
-		pairs[i] = transport.BlockPair{Src: blocks[i], Dst: lease.Blocks[i]}
-	}
-	// From here the transfer's Release frees the source blocks.
-	out, err := transport.Push(ctx, conn, s.eng.Cache(), transport.Plan{Grant: g, Pairs: pairs, Release: func(error) { s.eng.Free(blocks) }})
-	if err != nil {
-		s.cancel(conn, g, err)
-		return 0, fmt.Errorf("%w: open stream to %s: %w", ErrTransfer, addr, err)
-	}
-	for layer := range spec.Layers {
-		if err := out.SendLayer(ctx, layer); err != nil {
+	need := (feed.promptLen + spec.BlockSize - 1) / spec.BlockSize
+	addr := peer.NodeID
+	var (
+		out   *transport.Outbound
+		conn  transport.Conn
+		start time.Time
+	)
+	for sent := 0; sent < spec.Layers; sent++ {
+		var fl finalLayer
+		select {
+		case fl = <-feed.events:
+		case <-ctx.Done():
+			if out != nil {
+				out.Abort(ctx.Err())
+				s.cancel(conn, g, ctx.Err())
+				return pushResult{err: ctx.Err(), released: released}
+			}
+			close(released)
+			return fail(ctx.Err())
+		}
+		if out == nil {
+			start = time.Now()
+			var err error
+			if out, conn, err = s.open(ctx, peer, g, fl, need, func() { close(released) }); err != nil {
+				return fail(err)
+			}
+		}
+		if err := out.SendLayer(ctx, fl.layer); err != nil {
 			out.Abort(err)
 			s.cancel(conn, g, err)
-			return 0, fmt.Errorf("%w: layer %d to %s: %w", ErrTransfer, layer, addr, err)
+			return fail(fmt.Errorf("%w: layer %d to %s: %w", ErrTransfer, fl.layer, addr, err))
 		}
 	}
 	if _, err := out.Commit(ctx); err != nil {
 		s.cancel(conn, g, err)
-		return 0, fmt.Errorf("%w: commit to %s: %w", ErrTransfer, addr, err)
+		return fail(fmt.Errorf("%w: commit to %s: %w", ErrTransfer, addr, err))
 	}
 	n := int64(need) * int64(spec.Layers) * int64(spec.BlockBytes())
 	s.metrics.Bytes.Add(float64(n))
 	s.metrics.Duration.Observe(time.Since(start).Seconds())
 	s.log.Debug("prefill: pushed", "transfer", g.TransferID, "blocks", need, "bytes", n, "took", time.Since(start))
-	return n, nil
+	return pushResult{bytes: n, released: released}
+}
+
+// open dials the decode worker, reserves need blocks under g's lease and
+// opens the ordered push stream from the prompt's blocks. On success the
+// transport calls onRelease when it no longer reads the source blocks; on
+// failure onRelease has been called.
+func (s *Server) open(ctx context.Context, peer dialer.Peer, g transport.Grant, fl finalLayer, need int, onRelease func()) (*transport.Outbound, transport.Conn, error) {
+	addr := peer.NodeID
+	if fl.layer != 0 || len(fl.blocks) < need {
+		onRelease()
+		return nil, nil, fmt.Errorf("%w: final chunk began at layer %d with %d of %d blocks", ErrTransfer, fl.layer, len(fl.blocks), need)
+	}
+	conn, err := s.dial.Dial(ctx, peer)
+	if err != nil {
+		onRelease()
+		return nil, nil, fmt.Errorf("%w: dial %s: %w", ErrTransfer, addr, err)
+	}
+	lease, err := conn.Reserve(ctx, g, need)
+	if err != nil {
+		onRelease()
+		return nil, nil, fmt.Errorf("%w: reserve %d blocks on %s: %w", ErrTransfer, need, addr, err)
+	}
+	pairs := make([]transport.BlockPair, need)
+	for i := range pairs {
+		pairs[i] = transport.BlockPair{Src: fl.blocks[i], Dst: lease.Blocks[i]}
+	}
+	out, err := transport.Push(ctx, conn, s.eng.Cache(), transport.Plan{Grant: g, Pairs: pairs, Release: func(error) { onRelease() }})
+	if err != nil {
+		s.cancel(conn, g, err)
+		return nil, nil, fmt.Errorf("%w: open stream to %s: %w", ErrTransfer, addr, err)
+	}
+	return out, conn, nil
 }
 
 // cancel tells the receiver to free a failed transfer's lease now rather
