@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"gopkg.in/yaml.v3"
 
 	"github.com/tandemserve/tandem/kernels"
@@ -39,6 +40,11 @@ type serveConfig struct {
 	// workers register and report load there, gateways ask it for placements.
 	Coordinators []string `yaml:"coordinators"`
 	GossipListen string   `yaml:"gossip_listen"` // workers: gossip bind address
+
+	// Mutual TLS of the Worker service (workers serve it, gateways dial it).
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	TLSCA   string `yaml:"tls_ca"`
 
 	// Workers.
 	Listen         string `yaml:"listen"`         // gRPC Worker service
@@ -126,6 +132,66 @@ func (c *serveConfig) registerWorker(fs *flag.FlagSet) {
 	fs.StringVar(&c.KVKey, "kv-tls-key", c.KVKey, "KV transport mutual-TLS key (PEM)")
 	fs.StringVar(&c.KVCA, "kv-tls-ca", c.KVCA, "KV transport cluster CA (PEM)")
 	fs.BoolVar(&c.KVInsecure, "kv-insecure", c.KVInsecure, "plaintext KV transport: loopback development only")
+	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "Worker service mutual-TLS certificate (PEM); with --tls-key and --tls-ca, workers require and gateways present client certificates")
+	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "Worker service mutual-TLS key (PEM)")
+	fs.StringVar(&c.TLSCA, "tls-ca", c.TLSCA, "Worker service cluster CA (PEM)")
+}
+
+// workerTLS is the Worker service's mutual-TLS identity; ok is false when
+// none is configured (plaintext, for loopback development).
+func (c *serveConfig) workerTLS() (cfg transport.TLSConfig, ok bool, err error) {
+	cfg = transport.TLSConfig{CertFile: c.TLSCert, KeyFile: c.TLSKey, CAFile: c.TLSCA}
+	if c.TLSCert == "" && c.TLSKey == "" && c.TLSCA == "" {
+		return cfg, false, nil
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, false, fmt.Errorf("worker service TLS needs --tls-cert, --tls-key and --tls-ca: %w", err)
+	}
+	return cfg, true, nil
+}
+
+// workerServerOptions make the Worker service require client certificates
+// signed by the cluster CA when TLS is configured.
+func (c *serveConfig) workerServerOptions(log *slog.Logger) ([]grpc.ServerOption, error) {
+	t, ok, err := c.workerTLS()
+	if err != nil || !ok {
+		if err == nil && !loopback(c.Listen) {
+			log.Warn("worker service without TLS on a non-loopback address: anyone who can reach it can run requests (set --tls-cert, --tls-key and --tls-ca)")
+		}
+		return nil, err
+	}
+	tc, err := t.Server()
+	if err != nil {
+		return nil, err
+	}
+	return []grpc.ServerOption{grpc.Creds(credentials.NewTLS(tc))}, nil
+}
+
+// loopback reports whether addr's host is a loopback address.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// workerDialOptions present the gateway's certificate to workers when TLS is
+// configured.
+func (c *serveConfig) workerDialOptions() ([]grpc.DialOption, error) {
+	t, ok, err := c.workerTLS()
+	if err != nil || !ok {
+		return nil, err
+	}
+	tc, err := t.Client()
+	if err != nil {
+		return nil, err
+	}
+	return []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(tc))}, nil
 }
 
 // kvGRPCConfig is the KV transport's gRPC backend configuration.

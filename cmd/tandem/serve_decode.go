@@ -112,7 +112,13 @@ func startWorker(ctx context.Context, g *errgroup.Group, cfg serveConfig, role s
 		n.close()
 		return nil, err
 	}
-	n.grpc = grpc.NewServer()
+	opts, err := cfg.workerServerOptions(log)
+	if err != nil {
+		n.lis.Close()
+		n.close()
+		return nil, err
+	}
+	n.grpc = grpc.NewServer(opts...)
 	tandemv1.RegisterWorkerServer(n.grpc, svc)
 	serveGRPC(ctx, g, n.grpc, n.lis)
 	if cfg.MetricsListen != "" {

@@ -60,11 +60,15 @@ func startGateway(ctx context.Context, g *errgroup.Group, cfg serveConfig, log *
 	if err != nil {
 		return nil, err
 	}
+	dialOpts, err := cfg.workerDialOptions()
+	if err != nil {
+		return nil, err
+	}
 	n := &gatewayNode{}
 	dial := func(addrs []string) ([]*worker.Client, error) {
 		var out []*worker.Client
 		for _, a := range addrs {
-			c, err := worker.Dial(a)
+			c, err := worker.Dial(a, dialOpts...)
 			if err != nil {
 				return nil, err
 			}
@@ -107,7 +111,7 @@ func startGateway(ctx context.Context, g *errgroup.Group, cfg serveConfig, log *
 			}
 			cp.HashPrefixes(m.ID, cfg.BlockSize)
 			dc.Placer = cp
-			dc.Dial = func(addr string) (gateway.RemoteWorker, error) { return worker.Dial(addr) }
+			dc.Dial = func(addr string) (gateway.RemoteWorker, error) { return worker.Dial(addr, dialOpts...) }
 		}
 		var d *gateway.Disaggregated
 		d, err = gateway.NewDisaggregated(dc, prefills, decodes, cfg.secret(), log)
