@@ -6,7 +6,7 @@ import (
 	"github.com/tandemserve/tandem/coordinator/placement"
 )
 
-// The policy from docs/parts/coordinator.md parses and builds.
+// The policy from docs/operations.md (Coordinator) parses and builds.
 func ExampleRegistry_Build() {
 	spec, err := placement.ParseSpec([]byte(`
 {"prefill": {"scorers": [{"name": "prefix-cache", "weight": 2}, {"name": "load"}],

@@ -12,7 +12,7 @@ import (
 	"github.com/tandemserve/tandem/kernels/ref"
 )
 
-// Tolerances of MatMul (documented in docs/parts/cpu-kernels.md):
+// Tolerances of MatMul (documented in docs/architecture.md, CPU kernels):
 //   - against the exact (float64) dot product of the dequantized weights and
 //     the activations as the backend quantized them: 2e-5 of Σ|w·x| + 1e-6,
 //     the float32 rounding of per-block accumulation;
