@@ -22,9 +22,12 @@ if command -v protoc >/dev/null; then
 else
 	echo "protoc: not installed (needed only for make proto)"
 fi
+pypi_nvcc="${TANDEM_CUDA_PYPI:-$HOME/.cache/tandem/cuda-pypi}/nvidia/cu13/bin/nvcc"
 if command -v nvcc >/dev/null; then
 	nvcc --version | tail -n 1
+elif [[ -x "$pypi_nvcc" ]]; then
+	echo "nvcc (PyPI): $("$pypi_nvcc" --version | tail -n 1)"
 else
-	echo "nvcc: not installed (CUDA kernels are skipped)"
+	echo "nvcc: not installed (the CUDA kernel build is skipped)"
 fi
 echo "ci-setup: model at ${TANDEM_MODEL_DIR:-$HOME/.cache/tandem/models}/SmolLM2-135M-Instruct.Q4_1.gguf"
