@@ -70,10 +70,18 @@ type PrefixResult struct {
 	CachedTokens int     `json:"cached_tokens"`
 }
 
+// BenchModel is a model the benchmark can run: a *llama.Model, a
+// tensor-parallel *llama.TP or an opened *model.Model.
+type BenchModel interface {
+	Model
+	Config() llama.Config
+	NewKVCache(blocks, blockSize int, dtype kernels.KVDType) (kernels.KVCache, error)
+}
+
 // RunEngineBench measures continuous-batching decode throughput and the
 // prefix-cache speedup of m on its backend. Each run uses a fresh engine and
 // cache sized for it.
-func RunEngineBench(ctx context.Context, m *llama.Model, opts BenchOptions) (BenchReport, error) {
+func RunEngineBench(ctx context.Context, m BenchModel, opts BenchOptions) (BenchReport, error) {
 	mc := m.Config()
 	if opts.Runs < 1 || opts.PromptTokens < 1 || opts.DecodeTokens < 2 || opts.TTFTPromptTokens < 2 || opts.BlockSize < 1 {
 		return BenchReport{}, fmt.Errorf("%w: bench options %+v", ErrInvalidConfig, opts)
@@ -122,7 +130,7 @@ func RunEngineBench(ctx context.Context, m *llama.Model, opts BenchOptions) (Ben
 }
 
 type benchRunner struct {
-	m    *llama.Model
+	m    BenchModel
 	opts BenchOptions
 }
 
@@ -145,7 +153,7 @@ func (b *benchRunner) tokens(offset, n int) []int32 {
 func (b *benchRunner) engine(tokens int) (*Engine, func(), error) {
 	mc := b.m.Config()
 	blocks := (tokens+b.opts.BlockSize-1)/b.opts.BlockSize + 1
-	cache, err := b.m.Backend().NewKVCache(mc.KVSpec(blocks, b.opts.BlockSize, b.opts.KVDType))
+	cache, err := b.m.NewKVCache(blocks, b.opts.BlockSize, b.opts.KVDType)
 	if err != nil {
 		return nil, nil, fmt.Errorf("engine: bench cache: %w", err)
 	}

@@ -4,6 +4,7 @@
 package model
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tandemserve/tandem/kernels"
+	"github.com/tandemserve/tandem/kernels/comm"
 	"github.com/tandemserve/tandem/model/gguf"
 	"github.com/tandemserve/tandem/model/llama"
 	"github.com/tandemserve/tandem/model/tokenizer"
@@ -49,8 +51,37 @@ type Model struct {
 	Path      string
 	File      *gguf.File
 	Tokenizer *tokenizer.Tokenizer
-	Llama     *llama.Model
-	LoadTime  time.Duration
+	// Llama is the graph on one backend; nil when the model runs
+	// tensor-parallel, when TP is set instead. Use the Model's own Config,
+	// Forward and NewKVCache to work with either.
+	Llama    *llama.Model
+	TP       *llama.TP
+	LoadTime time.Duration
+}
+
+// Config is the (whole) model's architecture.
+func (m *Model) Config() llama.Config {
+	if m.TP != nil {
+		return m.TP.Config()
+	}
+	return m.Llama.Config()
+}
+
+// Forward runs one batch over cache (from NewKVCache); see llama.Model.Forward.
+func (m *Model) Forward(ctx context.Context, cache kernels.KVCache, b *llama.Batch, onLayer func(layer int)) ([]float32, error) {
+	if m.TP != nil {
+		return m.TP.Forward(ctx, cache, b, onLayer)
+	}
+	return m.Llama.Forward(ctx, cache, b, onLayer)
+}
+
+// NewKVCache allocates the model's KV cache: blocks blocks of blockSize
+// tokens, sharded across the ranks of a tensor-parallel model.
+func (m *Model) NewKVCache(blocks, blockSize int, dtype kernels.KVDType) (kernels.KVCache, error) {
+	if m.TP != nil {
+		return m.TP.NewKVCache(blocks, blockSize, dtype)
+	}
+	return m.Llama.NewKVCache(blocks, blockSize, dtype)
 }
 
 // Open maps the GGUF file at path and binds its weights to be.
@@ -69,23 +100,52 @@ func Open(path string, be kernels.Backend) (*Model, error) {
 	return m, nil
 }
 
+// OpenTP maps the GGUF file at path and splits its weights tensor-parallel
+// across backends, one rank each, connected by comms.
+func OpenTP(path string, backends []kernels.Backend, comms []comm.Communicator) (*Model, error) {
+	start := time.Now()
+	f, err := gguf.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("model: %w", err)
+	}
+	m, err := assemble(path, f, func() (*Model, error) {
+		tp, err := llama.LoadTP(f, backends, comms)
+		return &Model{TP: tp}, err
+	})
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	m.LoadTime = time.Since(start)
+	return m, nil
+}
+
 func build(path string, f *gguf.File, be kernels.Backend) (*Model, error) {
+	return assemble(path, f, func() (*Model, error) {
+		lm, err := llama.Load(f, be)
+		return &Model{Llama: lm}, err
+	})
+}
+
+// assemble binds the graph with bind and adds the tokenizer and identity.
+func assemble(path string, f *gguf.File, bind func() (*Model, error)) (*Model, error) {
 	tok, err := tokenizer.FromGGUF(f)
 	if err != nil {
 		return nil, fmt.Errorf("model: %s: %w", path, err)
 	}
-	lm, err := llama.Load(f, be)
+	m, err := bind()
 	if err != nil {
 		return nil, fmt.Errorf("model: %s: %w", path, err)
 	}
-	if tok.VocabSize() > lm.Config().Vocab {
-		return nil, fmt.Errorf("model: %s: tokenizer has %d tokens but the model only %d", path, tok.VocabSize(), lm.Config().Vocab)
+	if tok.VocabSize() > m.Config().Vocab {
+		return nil, fmt.Errorf("model: %s: tokenizer has %d tokens but the model only %d", path, tok.VocabSize(), m.Config().Vocab)
 	}
 	id, err := ID(path, f)
 	if err != nil {
 		return nil, err
 	}
-	return &Model{ID: id, Path: path, File: f, Tokenizer: tok, Llama: lm}, nil
+	m.ID, m.Path, m.File, m.Tokenizer = id, path, f, tok
+	return m, nil
 }
 
 // ID names the model file at path (opened as f) in the cluster: its base name

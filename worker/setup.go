@@ -43,8 +43,8 @@ func NewEngine(m *model.Model, cfg EngineConfig, log *slog.Logger) (*engine.Engi
 	if err := cfg.Validate(); err != nil {
 		return nil, nil, err
 	}
-	mc := m.Llama.Config()
-	cache, err := m.Llama.Backend().NewKVCache(mc.KVSpec(cfg.Blocks, cfg.BlockSize, cfg.KVDType))
+	mc := m.Config()
+	cache, err := m.NewKVCache(cfg.Blocks, cfg.BlockSize, cfg.KVDType)
 	if err != nil {
 		return nil, nil, fmt.Errorf("worker: kv cache: %w", err)
 	}
@@ -58,7 +58,7 @@ func NewEngine(m *model.Model, cfg EngineConfig, log *slog.Logger) (*engine.Engi
 	ec.Vocab = mc.Vocab
 	ec.IsEOG = m.Tokenizer.IsEOG
 	ec.Logger = log
-	e, err := engine.New(ec, m.Llama, cache)
+	e, err := engine.New(ec, m, cache)
 	if err != nil {
 		cache.Close()
 		return nil, nil, fmt.Errorf("worker: %w", err)

@@ -74,12 +74,12 @@ func runBenchEngine(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	m, be, closeAll, err := mf.open()
+	m, backendName, closeAll, err := mf.open()
 	if err != nil {
 		return err
 	}
 	defer closeAll()
-	rep := engineReport{Model: m.ID, Backend: be.Name(), Threads: mf.threads, LoadSeconds: m.LoadTime.Seconds(),
+	rep := engineReport{Model: m.ID, Backend: backendName, Threads: mf.threads, LoadSeconds: m.LoadTime.Seconds(),
 		PromptTokens: *promptLen, DecodeTokens: *decodeLen, Runs: *runs}
 	if fi, err := os.Stat(m.Path); err == nil {
 		rep.FileBytes = fi.Size()
@@ -117,7 +117,7 @@ func runBenchEngine(ctx context.Context, args []string, stdout, stderr io.Writer
 			}
 			opts.Concurrency = append(opts.Concurrency, n)
 		}
-		br, err := engine.RunEngineBench(ctx, m.Llama, opts)
+		br, err := engine.RunEngineBench(ctx, m, opts)
 		if err != nil {
 			return err
 		}

@@ -24,6 +24,7 @@ type modelFlags struct {
 	threads int
 	kvDType string
 	act     string
+	tp      int
 }
 
 func (f *modelFlags) register(fs *flag.FlagSet) {
@@ -31,26 +32,17 @@ func (f *modelFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.backend, "backend", "cpu", fmt.Sprintf("compute backend %v", backends.Names()))
 	fs.IntVar(&f.threads, "threads", 0, "CPU threads (0 = one per core)")
 	fs.StringVar(&f.kvDType, "kv-dtype", "f16", "KV cache element type: f16 or int8")
+	fs.IntVar(&f.tp, "tp", 1, "tensor-parallel ranks (CPU: threads are shared between them; CUDA: one GPU each)")
 	fs.StringVar(&f.act, "activations", "f32", "activation precision of quantized matrix products: f32 (accurate) or q8 (llama.cpp-compatible, faster prefill)")
 }
 
-// open loads the model onto a fresh backend; closing the returned function
-// releases both.
-func (f *modelFlags) open() (*model.Model, kernels.Backend, func(), error) {
+// open loads the model; the returned function releases it and its backends.
+func (f *modelFlags) open() (*model.Model, string, func(), error) {
 	act, err := kernels.ParseActivations(f.act)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, "", nil, err
 	}
-	be, err := backends.Open(f.backend, backends.Options{Threads: f.threads, Activations: act})
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	m, err := model.Open(f.path, be)
-	if err != nil {
-		be.Close()
-		return nil, nil, nil, err
-	}
-	return m, be, func() { m.Close(); be.Close() }, nil
+	return loadModel(f.path, f.backend, backends.Options{Threads: f.threads, Activations: act}, f.tp)
 }
 
 func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -93,7 +85,7 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer closeAll()
-	if err := p.Validate(m.Llama.Config().Vocab); err != nil {
+	if err := p.Validate(m.Config().Vocab); err != nil {
 		return err
 	}
 	ids, err := promptTokens(m.Tokenizer, *prompt, *system, *chat)
@@ -153,7 +145,7 @@ type genStats struct {
 // cache, scheduler and batched forward pass the workers use) and streams its
 // text through emit. Stop strings are matched on the decoded text.
 func generateOne(ctx context.Context, m *model.Model, ids []int32, p sample.Params, kvDType kernels.KVDType, emit func(string)) (genStats, error) {
-	cfg := m.Llama.Config()
+	cfg := m.Config()
 	st := genStats{promptTokens: len(ids)}
 	if len(ids) == 0 {
 		return st, errors.New("generate: empty prompt")
@@ -165,12 +157,12 @@ func generateOne(ctx context.Context, m *model.Model, ids []int32, p sample.Para
 	ecfg := engine.DefaultConfig()
 	ecfg.ModelID, ecfg.Vocab, ecfg.IsEOG = m.ID, cfg.Vocab, m.Tokenizer.IsEOG
 	const blockSize = 16
-	cache, err := m.Llama.Backend().NewKVCache(cfg.KVSpec((total+blockSize-1)/blockSize+1, blockSize, kvDType))
+	cache, err := m.NewKVCache((total+blockSize-1)/blockSize+1, blockSize, kvDType)
 	if err != nil {
 		return st, err
 	}
 	defer cache.Close()
-	eng, err := engine.New(ecfg, m.Llama, cache)
+	eng, err := engine.New(ecfg, m, cache)
 	if err != nil {
 		return st, err
 	}

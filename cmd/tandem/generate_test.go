@@ -12,6 +12,7 @@ import (
 	"github.com/tandemserve/tandem/engine/sample"
 	"github.com/tandemserve/tandem/kernels/backends"
 	"github.com/tandemserve/tandem/model"
+	"github.com/tandemserve/tandem/model/llama"
 )
 
 func defaultModel(t *testing.T) string {
@@ -81,5 +82,28 @@ func TestGenerateRejectsInvalidSampling(t *testing.T) {
 	err := run(context.Background(), []string{"generate", "--model", path, "--prompt", "hi", "--temperature", "-1"}, &out, &errOut)
 	if !errors.Is(err, sample.ErrInvalidParams) || !strings.Contains(err.Error(), "temperature") {
 		t.Fatalf("run = %v, want ErrInvalidParams naming temperature", err)
+	}
+}
+
+// A model split three ways (SmolLM2 has 9 heads and 3 KV heads) generates
+// the same greedy text as the whole model; a split the shapes do not allow
+// is refused with a clear error.
+func TestGenerateTensorParallel(t *testing.T) {
+	path := defaultModel(t)
+	gen := func(tp string) string {
+		var out, errOut bytes.Buffer
+		err := run(context.Background(), []string{"generate", "--model", path, "--chat", "--prompt", "Explain gravity in one sentence.", "--max-tokens", "24", "--tp", tp}, &out, &errOut)
+		if err != nil {
+			t.Fatalf("generate --tp %s: %v\n%s", tp, err, errOut.String())
+		}
+		return out.String()
+	}
+	if one, three := gen("1"), gen("3"); one != three {
+		t.Fatalf("--tp 3 generated %q, --tp 1 %q", three, one)
+	}
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"generate", "--model", path, "--prompt", "hi", "--tp", "2"}, &out, &errOut)
+	if !errors.Is(err, llama.ErrTPShape) {
+		t.Fatalf("--tp 2 = %v, want ErrTPShape", err)
 	}
 }

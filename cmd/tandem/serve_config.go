@@ -34,6 +34,7 @@ type serveConfig struct {
 	Model    string `yaml:"model"`
 	Backend  string `yaml:"backend"`
 	Threads  int    `yaml:"threads"`
+	TP       int    `yaml:"tp"` // tensor-parallel ranks
 	KVDType  string `yaml:"kv_dtype"`
 	LogLevel string `yaml:"log_level"`
 	// Coordinators, when set, are the coordinator cluster's gRPC addresses:
@@ -114,6 +115,7 @@ func (c *serveConfig) registerCommon(fs *flag.FlagSet) *string {
 }
 
 func (c *serveConfig) registerWorker(fs *flag.FlagSet) {
+	fs.IntVar(&c.TP, "tp", c.TP, "tensor-parallel ranks (CPU: --threads are shared between them; CUDA: one GPU each)")
 	fs.StringVar(&c.Backend, "backend", c.Backend, fmt.Sprintf("compute backend %v", backends.Names()))
 	fs.IntVar(&c.Threads, "threads", c.Threads, "CPU threads (0 = one per core)")
 	fs.StringVar(&c.KVDType, "kv-dtype", c.KVDType, "KV cache element type: f16 or int8")
@@ -303,18 +305,10 @@ func (c *serveConfig) loadSecret() error {
 
 func (c *serveConfig) secret() []byte { return c.clusterSecret }
 
-// openModel loads the model onto a fresh backend.
+// openModel loads the model onto fresh backends (--tp of them).
 func (c *serveConfig) openModel() (*model.Model, func(), error) {
-	be, err := backends.Open(c.Backend, backends.Options{Threads: c.Threads})
-	if err != nil {
-		return nil, nil, err
-	}
-	m, err := model.Open(c.Model, be)
-	if err != nil {
-		be.Close()
-		return nil, nil, err
-	}
-	return m, func() { m.Close(); be.Close() }, nil
+	m, _, release, err := loadModel(c.Model, c.Backend, backends.Options{Threads: c.Threads}, max(c.TP, 1))
+	return m, release, err
 }
 
 // serveGRPC serves srv on lis until ctx ends, then stops it gracefully

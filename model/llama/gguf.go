@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/tandemserve/tandem/kernels"
+	"github.com/tandemserve/tandem/kernels/comm"
 	"github.com/tandemserve/tandem/kernels/quant"
 	"github.com/tandemserve/tandem/model/gguf"
 )
@@ -106,4 +107,14 @@ func Load(f *gguf.File, be kernels.Backend) (*Model, error) {
 		return nil, err
 	}
 	return New(cfg, be, ggufSource{f})
+}
+
+// LoadTP builds a tensor-parallel model from a GGUF file, one rank per
+// backend; see NewTP.
+func LoadTP(f *gguf.File, backends []kernels.Backend, comms []comm.Communicator) (*TP, error) {
+	cfg, err := ConfigFromGGUF(f)
+	if err != nil {
+		return nil, err
+	}
+	return NewTP(cfg, backends, comms, ggufSource{f})
 }

@@ -105,6 +105,12 @@ type Model struct {
 // Config returns the model's architecture.
 func (m *Model) Config() Config { return m.cfg }
 
+// NewKVCache allocates a KV cache of blocks blocks of blockSize tokens on
+// the model's backend.
+func (m *Model) NewKVCache(blocks, blockSize int, dtype kernels.KVDType) (kernels.KVCache, error) {
+	return m.be.NewKVCache(m.cfg.KVSpec(blocks, blockSize, dtype))
+}
+
 // Backend returns the backend the model runs on.
 func (m *Model) Backend() kernels.Backend { return m.be }
 

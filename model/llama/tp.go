@@ -64,8 +64,18 @@ func (tp *TP) Size() int { return len(tp.ranks) }
 // Rank returns rank r's shard; its Config describes the shard.
 func (tp *TP) Rank(r int) *Model { return tp.ranks[r] }
 
-// NewKVCaches allocates each rank's cache shard of blocks blocks.
-func (tp *TP) NewKVCaches(blocks, blockSize int, dtype kernels.KVDType) ([]kernels.KVCache, error) {
+// NewKVCache allocates a sharded cache of blocks blocks: each rank's shard
+// on its backend, joined so that its blocks read and write as an unsharded
+// cache's.
+func (tp *TP) NewKVCache(blocks, blockSize int, dtype kernels.KVDType) (kernels.KVCache, error) {
+	shards, err := tp.newShards(blocks, blockSize, dtype)
+	if err != nil {
+		return nil, err
+	}
+	return NewShardedKVCache(shards)
+}
+
+func (tp *TP) newShards(blocks, blockSize int, dtype kernels.KVDType) ([]kernels.KVCache, error) {
 	caches := make([]kernels.KVCache, 0, len(tp.ranks))
 	for _, m := range tp.ranks {
 		c, err := m.be.NewKVCache(m.cfg.KVSpec(blocks, blockSize, dtype))
@@ -80,10 +90,15 @@ func (tp *TP) NewKVCaches(blocks, blockSize int, dtype kernels.KVDType) ([]kerne
 	return caches, nil
 }
 
-// Forward runs the batch on every rank at once; caches[r] is rank r's
-// shard. The ranks meet at each all-reduce; if one fails the context of the
-// others is cancelled so none waits forever.
-func (tp *TP) Forward(ctx context.Context, caches []kernels.KVCache, b *Batch, onLayer func(layer int)) ([]float32, error) {
+// Forward runs the batch on every rank at once over cache, which must come
+// from NewKVCache. The ranks meet at each all-reduce; if one fails the
+// context of the others is cancelled so none waits forever.
+func (tp *TP) Forward(ctx context.Context, cache kernels.KVCache, b *Batch, onLayer func(layer int)) ([]float32, error) {
+	sc, ok := cache.(*ShardedKVCache)
+	if !ok {
+		return nil, fmt.Errorf("%w: a tensor-parallel model needs its sharded KV cache", ErrInvalidBatch)
+	}
+	caches := sc.Shards()
 	if len(caches) != len(tp.ranks) {
 		return nil, fmt.Errorf("%w: %d cache shards for %d ranks", ErrInvalidBatch, len(caches), len(tp.ranks))
 	}

@@ -1,6 +1,7 @@
 package llama_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"testing"
@@ -55,7 +56,7 @@ func TestTensorParallelMatchesSingleRank(t *testing.T) {
 				t.Fatalf("rank KV heads = %d, want %d", got, cfg.KVHeads/2)
 			}
 			one := newCache(t, single, 8, kernels.KVF16)
-			shards, err := tp.NewKVCaches(8, blockSize, kernels.KVF16)
+			shards, err := tp.NewKVCache(8, blockSize, kernels.KVF16)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -109,4 +110,71 @@ func argmax(x []float32) int32 {
 		}
 	}
 	return int32(best)
+}
+
+// A sharded cache's blocks read as an unsharded cache's: layer 0's keys and
+// values do not depend on the all-reduce, so after the same prompt the two
+// caches hold identical bytes there, in both KV formats.
+func TestShardedKVCacheMatchesUnsharded(t *testing.T) {
+	for _, dtype := range []kernels.KVDType{kernels.KVF16, kernels.KVInt8} {
+		t.Run(dtype.String(), func(t *testing.T) {
+			cfg := llamatest.TinyConfig()
+			src, err := llamatest.Random(cfg, quant.Q8_0, 5, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			single, err := llama.New(cfg, ref.New(), src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tp := newTP(t, cfg, src, 2)
+			one, err := single.NewKVCache(4, blockSize, dtype)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sharded, err := tp.NewKVCache(4, blockSize, dtype)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if one.Spec() != sharded.Spec() {
+				t.Fatalf("specs differ: %+v vs %+v", one.Spec(), sharded.Spec())
+			}
+			b := batchOf([]*seq{{tokens: prompt, blocks: []int32{0, 1, 2}}}, []int{0})
+			if _, err := single.Forward(context.Background(), one, b, nil); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tp.Forward(context.Background(), sharded, b, nil); err != nil {
+				t.Fatal(err)
+			}
+			n := one.Spec().BlockBytes()
+			want, got := make([]byte, n), make([]byte, n)
+			for blk := 0; blk < 3; blk++ {
+				if err := one.ReadBlock(0, blk, want); err != nil {
+					t.Fatal(err)
+				}
+				if err := sharded.ReadBlock(0, blk, got); err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(want, got) {
+					t.Fatalf("block %d of layer 0 differs between the sharded and the unsharded cache", blk)
+				}
+			}
+			// Writing whole-model bytes and reading them back is the identity.
+			for i := range want {
+				want[i] = byte(i * 7)
+			}
+			if err := sharded.WriteBlock(1, 3, want); err != nil {
+				t.Fatal(err)
+			}
+			if err := sharded.ReadBlock(1, 3, got); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(want, got) {
+				t.Fatal("WriteBlock then ReadBlock changed the bytes")
+			}
+			if err := sharded.ReadBlock(0, 0, got[:1]); err == nil {
+				t.Fatal("ReadBlock into a short buffer succeeded")
+			}
+		})
+	}
 }
