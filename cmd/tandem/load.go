@@ -7,6 +7,7 @@ import (
 	"github.com/tandemserve/tandem/kernels"
 	"github.com/tandemserve/tandem/kernels/backends"
 	"github.com/tandemserve/tandem/kernels/comm"
+	"github.com/tandemserve/tandem/kernels/cuda"
 	"github.com/tandemserve/tandem/model"
 )
 
@@ -16,8 +17,8 @@ const maxTP = 64
 // loadModel opens the model at path on the named backend. With tp > 1 it
 // splits the model tensor-parallel over tp backends of that kind (CPU ranks
 // share opts.Threads between them; GPU ranks take devices 0..tp-1) joined by
-// the in-process communicator. It returns the backend's name and a function
-// that releases everything.
+// a communicator (see communicators). It returns the backend's name and a
+// function that releases everything.
 func loadModel(path, backend string, opts backends.Options, tp int) (*model.Model, string, func(), error) {
 	if tp < 1 || tp > maxTP {
 		return nil, "", nil, fmt.Errorf("--tp must be in [1, %d], got %d", maxTP, tp)
@@ -53,7 +54,7 @@ func loadModel(path, backend string, opts backends.Options, tp int) (*model.Mode
 		}
 		bes = append(bes, be)
 	}
-	comms, err := comm.NewGroup(bes)
+	comms, err := communicators(bes)
 	if err != nil {
 		closeBackends()
 		return nil, "", nil, err
@@ -73,4 +74,25 @@ func loadModel(path, backend string, opts backends.Options, tp int) (*model.Mode
 	}
 	name := fmt.Sprintf("%s x%d (tensor-parallel)", bes[0].Name(), tp)
 	return m, name, func() { m.Close(); closeComms(); closeBackends() }, nil
+}
+
+// communicators joins tensor-parallel ranks: NCCL when every rank is a CUDA
+// backend on its own device and NCCL loads, else the in-process
+// communicator, which stages through host memory and works for any backend
+// (several ranks on one GPU included).
+func communicators(bes []kernels.Backend) ([]comm.Communicator, error) {
+	var gpus []*cuda.Backend
+	devices := map[int]bool{}
+	for _, b := range bes {
+		g, ok := b.(*cuda.Backend)
+		if !ok || devices[g.Device().Index] {
+			return comm.NewGroup(bes)
+		}
+		devices[g.Device().Index] = true
+		gpus = append(gpus, g)
+	}
+	if cs, err := comm.NewNCCL(gpus); err == nil {
+		return cs, nil
+	}
+	return comm.NewGroup(bes)
 }
