@@ -203,31 +203,50 @@ func newDecodeService(ctx context.Context, g *errgroup.Group, cfg serveConfig, l
 	}
 }
 
-func runDecode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// serviceFactory builds a worker role's Worker service; the returned
+// release function (may be nil) runs after the worker stops.
+type serviceFactory func(ctx context.Context, g *errgroup.Group, cfg serveConfig, log *slog.Logger) (func(n *workerNode) (tandemv1.WorkerServer, error), func(), error)
+
+// runWorker is the command of one worker role: parse flags (and the config
+// file), start the worker, serve until ctx ends.
+func runWorker(ctx context.Context, role string, args []string, stdout, stderr io.Writer, service serviceFactory) error {
 	cfg := defaultServeConfig()
-	fs := flag.NewFlagSet("decode", flag.ContinueOnError)
+	fs := flag.NewFlagSet(role, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	config := cfg.registerCommon(fs)
 	cfg.registerWorker(fs)
 	if err := parseServe(fs, &cfg, config, args); err != nil {
 		return err
 	}
-	log := cfg.logger(stderr, "decode")
-	if err := cfg.loadSecret(); err != nil {
-		return fmt.Errorf("decode: %w", err)
-	}
+	log := cfg.logger(stderr, role)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
-	n, err := startWorker(gctx, g, cfg, "decode", log, nil, newDecodeService(gctx, g, cfg, log))
+	mk, release, err := service(gctx, g, cfg, log)
+	if err != nil {
+		return fmt.Errorf("%s: %w", role, err)
+	}
+	if release != nil {
+		defer release()
+	}
+	n, err := startWorker(gctx, g, cfg, role, log, nil, mk)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "decode worker listening grpc=%s\n", n.Addr())
+	fmt.Fprintf(stdout, "%s worker listening grpc=%s\n", role, n.Addr())
 	err = g.Wait()
 	n.close()
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
 	return err
+}
+
+func runDecode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return runWorker(ctx, "decode", args, stdout, stderr, func(ctx context.Context, g *errgroup.Group, cfg serveConfig, log *slog.Logger) (func(n *workerNode) (tandemv1.WorkerServer, error), func(), error) {
+		if err := cfg.loadSecret(); err != nil {
+			return nil, nil, err
+		}
+		return newDecodeService(ctx, g, cfg, log), nil, nil
+	})
 }

@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -98,33 +95,12 @@ func newPrefillService(routes *kvRoutes, log *slog.Logger) func(n *workerNode) (
 }
 
 func runPrefill(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cfg := defaultServeConfig()
-	fs := flag.NewFlagSet("prefill", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	config := cfg.registerCommon(fs)
-	cfg.registerWorker(fs)
-	if err := parseServe(fs, &cfg, config, args); err != nil {
-		return err
-	}
-	log := cfg.logger(stderr, "prefill")
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	g, gctx := errgroup.WithContext(ctx)
-	kvc, err := cfg.kvDialConfig(log)
-	if err != nil {
-		return err
-	}
-	routes := newKVRoutes(kvc)
-	defer routes.close()
-	n, err := startWorker(gctx, g, cfg, "prefill", log, nil, newPrefillService(routes, log))
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "prefill worker listening grpc=%s\n", n.Addr())
-	err = g.Wait()
-	n.close()
-	if errors.Is(err, context.Canceled) {
-		return nil
-	}
-	return err
+	return runWorker(ctx, "prefill", args, stdout, stderr, func(_ context.Context, _ *errgroup.Group, cfg serveConfig, log *slog.Logger) (func(n *workerNode) (tandemv1.WorkerServer, error), func(), error) {
+		kvc, err := cfg.kvDialConfig(log)
+		if err != nil {
+			return nil, nil, err
+		}
+		routes := newKVRoutes(kvc)
+		return newPrefillService(routes, log), routes.close, nil
+	})
 }
