@@ -285,3 +285,31 @@ func (o *Outbound) segments(layer, off, n int) ([][]byte, error) {
 	}
 	return segs, nil
 }
+
+// RecvAck is the Recv of a backend stream whose reader goroutine queues
+// acknowledgements on acks and closes ended when the stream ends (err then
+// reads the reason). Acks queued before the end are still delivered, in
+// order; onCancel (may be nil) runs when ctx ends the wait.
+func RecvAck(ctx context.Context, acks <-chan Ack, ended <-chan struct{}, err func() error, onCancel func()) (Ack, error) {
+	select {
+	case a := <-acks:
+		return a, nil
+	default:
+	}
+	select {
+	case a := <-acks:
+		return a, nil
+	case <-ended:
+		select {
+		case a := <-acks:
+			return a, nil
+		default:
+			return Ack{}, err()
+		}
+	case <-ctx.Done():
+		if onCancel != nil {
+			onCancel()
+		}
+		return Ack{}, ctx.Err()
+	}
+}

@@ -231,25 +231,7 @@ func (s *stream) SendCommit(ctx context.Context) error {
 }
 
 func (s *stream) Recv(ctx context.Context) (transport.Ack, error) {
-	select {
-	case a := <-s.acks:
-		return a, nil
-	default:
-	}
-	select {
-	case a := <-s.acks:
-		return a, nil
-	case <-s.ended:
-		select { // acks queued before the end still count
-		case a := <-s.acks:
-			return a, nil
-		default:
-			return transport.Ack{}, s.err
-		}
-	case <-ctx.Done():
-		s.cancel()
-		return transport.Ack{}, ctx.Err()
-	}
+	return transport.RecvAck(ctx, s.acks, s.ended, func() error { return s.err }, s.cancel)
 }
 
 // Close ends the stream. With a nil cause the transfer committed and the

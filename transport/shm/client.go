@@ -409,24 +409,7 @@ func (s *stream) SendCommit(ctx context.Context) error {
 }
 
 func (s *stream) Recv(ctx context.Context) (transport.Ack, error) {
-	select {
-	case a := <-s.acks:
-		return a, nil
-	default:
-	}
-	select {
-	case a := <-s.acks:
-		return a, nil
-	case <-s.ended:
-		select {
-		case a := <-s.acks:
-			return a, nil
-		default:
-			return transport.Ack{}, s.err
-		}
-	case <-ctx.Done():
-		return transport.Ack{}, ctx.Err()
-	}
+	return transport.RecvAck(ctx, s.acks, s.ended, func() error { return s.err }, nil)
 }
 
 // Close ends the stream. After a clean commit the pipe goes back to the
