@@ -414,8 +414,12 @@ type ReserveResponse struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
 	Blocks              []int32                `protobuf:"varint,1,rep,packed,name=blocks,proto3" json:"blocks,omitempty"`
 	LeaseExpiryUnixNano int64                  `protobuf:"varint,2,opt,name=lease_expiry_unix_nano,json=leaseExpiryUnixNano,proto3" json:"lease_expiry_unix_nano,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// fence_key opens the leased blocks to in-place writes (shared memory;
+	// an RDMA backend's remote key per lease); 0 when the receiver writes
+	// every byte itself.
+	FenceKey      uint64 `protobuf:"varint,3,opt,name=fence_key,json=fenceKey,proto3" json:"fence_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReserveResponse) Reset() {
@@ -458,6 +462,13 @@ func (x *ReserveResponse) GetBlocks() []int32 {
 func (x *ReserveResponse) GetLeaseExpiryUnixNano() int64 {
 	if x != nil {
 		return x.LeaseExpiryUnixNano
+	}
+	return 0
+}
+
+func (x *ReserveResponse) GetFenceKey() uint64 {
+	if x != nil {
+		return x.FenceKey
 	}
 	return 0
 }
@@ -1292,6 +1303,7 @@ type ShmRequest struct {
 	//	*ShmRequest_Cancel
 	//	*ShmRequest_StartPush
 	//	*ShmRequest_Frame
+	//	*ShmRequest_MapRegions
 	Kind          isShmRequest_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1379,6 +1391,15 @@ func (x *ShmRequest) GetFrame() *Frame {
 	return nil
 }
 
+func (x *ShmRequest) GetMapRegions() *MapRegions {
+	if x != nil {
+		if x, ok := x.Kind.(*ShmRequest_MapRegions); ok {
+			return x.MapRegions
+		}
+	}
+	return nil
+}
+
 type isShmRequest_Kind interface {
 	isShmRequest_Kind()
 }
@@ -1406,6 +1427,12 @@ type ShmRequest_Frame struct {
 	Frame *Frame `protobuf:"bytes,5,opt,name=frame,proto3,oneof"`
 }
 
+type ShmRequest_MapRegions struct {
+	// MapRegions asks for the receiver's KV file and block fence, so the
+	// sender can write leased blocks in place.
+	MapRegions *MapRegions `protobuf:"bytes,6,opt,name=map_regions,json=mapRegions,proto3,oneof"`
+}
+
 func (*ShmRequest_Handshake) isShmRequest_Kind() {}
 
 func (*ShmRequest_Reserve) isShmRequest_Kind() {}
@@ -1416,13 +1443,19 @@ func (*ShmRequest_StartPush) isShmRequest_Kind() {}
 
 func (*ShmRequest_Frame) isShmRequest_Kind() {}
 
+func (*ShmRequest_MapRegions) isShmRequest_Kind() {}
+
 type StartPush struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Slots     uint32                 `protobuf:"varint,1,opt,name=slots,proto3" json:"slots,omitempty"`
 	SlotBytes uint32                 `protobuf:"varint,2,opt,name=slot_bytes,json=slotBytes,proto3" json:"slot_bytes,omitempty"`
 	// reuse keeps the segment of the previous push on this connection (no
 	// descriptor travels); a connection is reused only after a clean commit.
-	Reuse         bool `protobuf:"varint,3,opt,name=reuse,proto3" json:"reuse,omitempty"`
+	Reuse bool `protobuf:"varint,3,opt,name=reuse,proto3" json:"reuse,omitempty"`
+	// in_place: the sender writes the payload straight into the leased
+	// blocks of the mapped KV file; no segment is used and no ShmChunk
+	// frames follow, only Open, LayerEnds and Commit.
+	InPlace       bool `protobuf:"varint,4,opt,name=in_place,json=inPlace,proto3" json:"in_place,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1478,6 +1511,125 @@ func (x *StartPush) GetReuse() bool {
 	return false
 }
 
+func (x *StartPush) GetInPlace() bool {
+	if x != nil {
+		return x.InPlace
+	}
+	return false
+}
+
+type MapRegions struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MapRegions) Reset() {
+	*x = MapRegions{}
+	mi := &file_transport_v1_transport_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MapRegions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MapRegions) ProtoMessage() {}
+
+func (x *MapRegions) ProtoReflect() protoreflect.Message {
+	mi := &file_transport_v1_transport_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MapRegions.ProtoReflect.Descriptor instead.
+func (*MapRegions) Descriptor() ([]byte, []int) {
+	return file_transport_v1_transport_proto_rawDescGZIP(), []int{22}
+}
+
+// Regions answers MapRegions. With in-place writes available, two file
+// descriptors travel with it (SCM_RIGHTS): the sealed KV file holding the
+// receiver's layer regions, then the sealed fence file of one 8-byte word
+// per block. Without them (device memory, no fence) the answer is empty and
+// the sender stages every chunk.
+type Regions struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// layer_offsets[l] is where layer l's block array starts in the KV file.
+	LayerOffsets []uint64 `protobuf:"varint,1,rep,packed,name=layer_offsets,json=layerOffsets,proto3" json:"layer_offsets,omitempty"`
+	KvFileBytes  uint64   `protobuf:"varint,2,opt,name=kv_file_bytes,json=kvFileBytes,proto3" json:"kv_file_bytes,omitempty"`
+	FenceBlocks  uint32   `protobuf:"varint,3,opt,name=fence_blocks,json=fenceBlocks,proto3" json:"fence_blocks,omitempty"`
+	// writer identifies this sender in fence words: a block being written
+	// holds it, so the receiver can tell whose write is in flight.
+	Writer        uint32 `protobuf:"varint,4,opt,name=writer,proto3" json:"writer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Regions) Reset() {
+	*x = Regions{}
+	mi := &file_transport_v1_transport_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Regions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Regions) ProtoMessage() {}
+
+func (x *Regions) ProtoReflect() protoreflect.Message {
+	mi := &file_transport_v1_transport_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Regions.ProtoReflect.Descriptor instead.
+func (*Regions) Descriptor() ([]byte, []int) {
+	return file_transport_v1_transport_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *Regions) GetLayerOffsets() []uint64 {
+	if x != nil {
+		return x.LayerOffsets
+	}
+	return nil
+}
+
+func (x *Regions) GetKvFileBytes() uint64 {
+	if x != nil {
+		return x.KvFileBytes
+	}
+	return 0
+}
+
+func (x *Regions) GetFenceBlocks() uint32 {
+	if x != nil {
+		return x.FenceBlocks
+	}
+	return 0
+}
+
+func (x *Regions) GetWriter() uint32 {
+	if x != nil {
+		return x.Writer
+	}
+	return 0
+}
+
 type ShmResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Kind:
@@ -1487,6 +1639,7 @@ type ShmResponse struct {
 	//	*ShmResponse_Cancel
 	//	*ShmResponse_Ack
 	//	*ShmResponse_Failure
+	//	*ShmResponse_Regions
 	Kind          isShmResponse_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1494,7 +1647,7 @@ type ShmResponse struct {
 
 func (x *ShmResponse) Reset() {
 	*x = ShmResponse{}
-	mi := &file_transport_v1_transport_proto_msgTypes[22]
+	mi := &file_transport_v1_transport_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1506,7 +1659,7 @@ func (x *ShmResponse) String() string {
 func (*ShmResponse) ProtoMessage() {}
 
 func (x *ShmResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_transport_v1_transport_proto_msgTypes[22]
+	mi := &file_transport_v1_transport_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1519,7 +1672,7 @@ func (x *ShmResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShmResponse.ProtoReflect.Descriptor instead.
 func (*ShmResponse) Descriptor() ([]byte, []int) {
-	return file_transport_v1_transport_proto_rawDescGZIP(), []int{22}
+	return file_transport_v1_transport_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ShmResponse) GetKind() isShmResponse_Kind {
@@ -1574,6 +1727,15 @@ func (x *ShmResponse) GetFailure() *Failure {
 	return nil
 }
 
+func (x *ShmResponse) GetRegions() *Regions {
+	if x != nil {
+		if x, ok := x.Kind.(*ShmResponse_Regions); ok {
+			return x.Regions
+		}
+	}
+	return nil
+}
+
 type isShmResponse_Kind interface {
 	isShmResponse_Kind()
 }
@@ -1598,6 +1760,10 @@ type ShmResponse_Failure struct {
 	Failure *Failure `protobuf:"bytes,5,opt,name=failure,proto3,oneof"`
 }
 
+type ShmResponse_Regions struct {
+	Regions *Regions `protobuf:"bytes,6,opt,name=regions,proto3,oneof"`
+}
+
 func (*ShmResponse_Handshake) isShmResponse_Kind() {}
 
 func (*ShmResponse_Reserve) isShmResponse_Kind() {}
@@ -1607,6 +1773,8 @@ func (*ShmResponse_Cancel) isShmResponse_Kind() {}
 func (*ShmResponse_Ack) isShmResponse_Kind() {}
 
 func (*ShmResponse_Failure) isShmResponse_Kind() {}
+
+func (*ShmResponse_Regions) isShmResponse_Kind() {}
 
 var File_transport_v1_transport_proto protoreflect.FileDescriptor
 
@@ -1642,10 +1810,11 @@ const file_transport_v1_transport_proto_rawDesc = "" +
 	"\x05token\x18\x04 \x01(\fR\x05token\"Z\n" +
 	"\x0eReserveRequest\x120\n" +
 	"\x05grant\x18\x01 \x01(\v2\x1a.tandem.transport.v1.GrantR\x05grant\x12\x16\n" +
-	"\x06blocks\x18\x02 \x01(\rR\x06blocks\"^\n" +
+	"\x06blocks\x18\x02 \x01(\rR\x06blocks\"{\n" +
 	"\x0fReserveResponse\x12\x16\n" +
 	"\x06blocks\x18\x01 \x03(\x05R\x06blocks\x123\n" +
-	"\x16lease_expiry_unix_nano\x18\x02 \x01(\x03R\x13leaseExpiryUnixNano\"Y\n" +
+	"\x16lease_expiry_unix_nano\x18\x02 \x01(\x03R\x13leaseExpiryUnixNano\x12\x1b\n" +
+	"\tfence_key\x18\x03 \x01(\x04R\bfenceKey\"Y\n" +
 	"\rCancelRequest\x120\n" +
 	"\x05grant\x18\x01 \x01(\v2\x1a.tandem.transport.v1.GrantR\x05grant\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x10\n" +
@@ -1691,7 +1860,7 @@ const file_transport_v1_transport_proto_rawDesc = "" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x12\n" +
 	"\x04slot\x18\x03 \x01(\rR\x04slot\x12\x16\n" +
 	"\x06length\x18\x04 \x01(\rR\x06length\x12\x16\n" +
-	"\x06crc32c\x18\x05 \x01(\aR\x06crc32c\"\xcf\x02\n" +
+	"\x06crc32c\x18\x05 \x01(\aR\x06crc32c\"\x93\x03\n" +
 	"\n" +
 	"ShmRequest\x12E\n" +
 	"\thandshake\x18\x01 \x01(\v2%.tandem.transport.v1.HandshakeRequestH\x00R\thandshake\x12?\n" +
@@ -1699,19 +1868,30 @@ const file_transport_v1_transport_proto_rawDesc = "" +
 	"\x06cancel\x18\x03 \x01(\v2\".tandem.transport.v1.CancelRequestH\x00R\x06cancel\x12?\n" +
 	"\n" +
 	"start_push\x18\x04 \x01(\v2\x1e.tandem.transport.v1.StartPushH\x00R\tstartPush\x122\n" +
-	"\x05frame\x18\x05 \x01(\v2\x1a.tandem.transport.v1.FrameH\x00R\x05frameB\x06\n" +
-	"\x04kind\"V\n" +
+	"\x05frame\x18\x05 \x01(\v2\x1a.tandem.transport.v1.FrameH\x00R\x05frame\x12B\n" +
+	"\vmap_regions\x18\x06 \x01(\v2\x1f.tandem.transport.v1.MapRegionsH\x00R\n" +
+	"mapRegionsB\x06\n" +
+	"\x04kind\"q\n" +
 	"\tStartPush\x12\x14\n" +
 	"\x05slots\x18\x01 \x01(\rR\x05slots\x12\x1d\n" +
 	"\n" +
 	"slot_bytes\x18\x02 \x01(\rR\tslotBytes\x12\x14\n" +
-	"\x05reuse\x18\x03 \x01(\bR\x05reuse\"\xc6\x02\n" +
+	"\x05reuse\x18\x03 \x01(\bR\x05reuse\x12\x19\n" +
+	"\bin_place\x18\x04 \x01(\bR\ainPlace\"\f\n" +
+	"\n" +
+	"MapRegions\"\x8d\x01\n" +
+	"\aRegions\x12#\n" +
+	"\rlayer_offsets\x18\x01 \x03(\x04R\flayerOffsets\x12\"\n" +
+	"\rkv_file_bytes\x18\x02 \x01(\x04R\vkvFileBytes\x12!\n" +
+	"\ffence_blocks\x18\x03 \x01(\rR\vfenceBlocks\x12\x16\n" +
+	"\x06writer\x18\x04 \x01(\rR\x06writer\"\x80\x03\n" +
 	"\vShmResponse\x12F\n" +
 	"\thandshake\x18\x01 \x01(\v2&.tandem.transport.v1.HandshakeResponseH\x00R\thandshake\x12@\n" +
 	"\areserve\x18\x02 \x01(\v2$.tandem.transport.v1.ReserveResponseH\x00R\areserve\x12=\n" +
 	"\x06cancel\x18\x03 \x01(\v2#.tandem.transport.v1.CancelResponseH\x00R\x06cancel\x12,\n" +
 	"\x03ack\x18\x04 \x01(\v2\x18.tandem.transport.v1.AckH\x00R\x03ack\x128\n" +
-	"\afailure\x18\x05 \x01(\v2\x1c.tandem.transport.v1.FailureH\x00R\afailureB\x06\n" +
+	"\afailure\x18\x05 \x01(\v2\x1c.tandem.transport.v1.FailureH\x00R\afailure\x128\n" +
+	"\aregions\x18\x06 \x01(\v2\x1c.tandem.transport.v1.RegionsH\x00R\aregionsB\x06\n" +
 	"\x04kind2\xd4\x02\n" +
 	"\vKVTransport\x12Z\n" +
 	"\tHandshake\x12%.tandem.transport.v1.HandshakeRequest\x1a&.tandem.transport.v1.HandshakeResponse\x12T\n" +
@@ -1731,7 +1911,7 @@ func file_transport_v1_transport_proto_rawDescGZIP() []byte {
 	return file_transport_v1_transport_proto_rawDescData
 }
 
-var file_transport_v1_transport_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_transport_v1_transport_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_transport_v1_transport_proto_goTypes = []any{
 	(*KVSpec)(nil),            // 0: tandem.transport.v1.KVSpec
 	(*Descriptor)(nil),        // 1: tandem.transport.v1.Descriptor
@@ -1755,7 +1935,9 @@ var file_transport_v1_transport_proto_goTypes = []any{
 	(*ShmChunk)(nil),          // 19: tandem.transport.v1.ShmChunk
 	(*ShmRequest)(nil),        // 20: tandem.transport.v1.ShmRequest
 	(*StartPush)(nil),         // 21: tandem.transport.v1.StartPush
-	(*ShmResponse)(nil),       // 22: tandem.transport.v1.ShmResponse
+	(*MapRegions)(nil),        // 22: tandem.transport.v1.MapRegions
+	(*Regions)(nil),           // 23: tandem.transport.v1.Regions
+	(*ShmResponse)(nil),       // 24: tandem.transport.v1.ShmResponse
 }
 var file_transport_v1_transport_proto_depIdxs = []int32{
 	0,  // 0: tandem.transport.v1.Descriptor.spec:type_name -> tandem.transport.v1.KVSpec
@@ -1778,24 +1960,26 @@ var file_transport_v1_transport_proto_depIdxs = []int32{
 	7,  // 17: tandem.transport.v1.ShmRequest.cancel:type_name -> tandem.transport.v1.CancelRequest
 	21, // 18: tandem.transport.v1.ShmRequest.start_push:type_name -> tandem.transport.v1.StartPush
 	13, // 19: tandem.transport.v1.ShmRequest.frame:type_name -> tandem.transport.v1.Frame
-	3,  // 20: tandem.transport.v1.ShmResponse.handshake:type_name -> tandem.transport.v1.HandshakeResponse
-	6,  // 21: tandem.transport.v1.ShmResponse.reserve:type_name -> tandem.transport.v1.ReserveResponse
-	8,  // 22: tandem.transport.v1.ShmResponse.cancel:type_name -> tandem.transport.v1.CancelResponse
-	18, // 23: tandem.transport.v1.ShmResponse.ack:type_name -> tandem.transport.v1.Ack
-	17, // 24: tandem.transport.v1.ShmResponse.failure:type_name -> tandem.transport.v1.Failure
-	2,  // 25: tandem.transport.v1.KVTransport.Handshake:input_type -> tandem.transport.v1.HandshakeRequest
-	5,  // 26: tandem.transport.v1.KVTransport.Reserve:input_type -> tandem.transport.v1.ReserveRequest
-	7,  // 27: tandem.transport.v1.KVTransport.Cancel:input_type -> tandem.transport.v1.CancelRequest
-	13, // 28: tandem.transport.v1.KVTransport.Push:input_type -> tandem.transport.v1.Frame
-	3,  // 29: tandem.transport.v1.KVTransport.Handshake:output_type -> tandem.transport.v1.HandshakeResponse
-	6,  // 30: tandem.transport.v1.KVTransport.Reserve:output_type -> tandem.transport.v1.ReserveResponse
-	8,  // 31: tandem.transport.v1.KVTransport.Cancel:output_type -> tandem.transport.v1.CancelResponse
-	18, // 32: tandem.transport.v1.KVTransport.Push:output_type -> tandem.transport.v1.Ack
-	29, // [29:33] is the sub-list for method output_type
-	25, // [25:29] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	22, // 20: tandem.transport.v1.ShmRequest.map_regions:type_name -> tandem.transport.v1.MapRegions
+	3,  // 21: tandem.transport.v1.ShmResponse.handshake:type_name -> tandem.transport.v1.HandshakeResponse
+	6,  // 22: tandem.transport.v1.ShmResponse.reserve:type_name -> tandem.transport.v1.ReserveResponse
+	8,  // 23: tandem.transport.v1.ShmResponse.cancel:type_name -> tandem.transport.v1.CancelResponse
+	18, // 24: tandem.transport.v1.ShmResponse.ack:type_name -> tandem.transport.v1.Ack
+	17, // 25: tandem.transport.v1.ShmResponse.failure:type_name -> tandem.transport.v1.Failure
+	23, // 26: tandem.transport.v1.ShmResponse.regions:type_name -> tandem.transport.v1.Regions
+	2,  // 27: tandem.transport.v1.KVTransport.Handshake:input_type -> tandem.transport.v1.HandshakeRequest
+	5,  // 28: tandem.transport.v1.KVTransport.Reserve:input_type -> tandem.transport.v1.ReserveRequest
+	7,  // 29: tandem.transport.v1.KVTransport.Cancel:input_type -> tandem.transport.v1.CancelRequest
+	13, // 30: tandem.transport.v1.KVTransport.Push:input_type -> tandem.transport.v1.Frame
+	3,  // 31: tandem.transport.v1.KVTransport.Handshake:output_type -> tandem.transport.v1.HandshakeResponse
+	6,  // 32: tandem.transport.v1.KVTransport.Reserve:output_type -> tandem.transport.v1.ReserveResponse
+	8,  // 33: tandem.transport.v1.KVTransport.Cancel:output_type -> tandem.transport.v1.CancelResponse
+	18, // 34: tandem.transport.v1.KVTransport.Push:output_type -> tandem.transport.v1.Ack
+	31, // [31:35] is the sub-list for method output_type
+	27, // [27:31] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_transport_v1_transport_proto_init() }
@@ -1822,13 +2006,15 @@ func file_transport_v1_transport_proto_init() {
 		(*ShmRequest_Cancel)(nil),
 		(*ShmRequest_StartPush)(nil),
 		(*ShmRequest_Frame)(nil),
+		(*ShmRequest_MapRegions)(nil),
 	}
-	file_transport_v1_transport_proto_msgTypes[22].OneofWrappers = []any{
+	file_transport_v1_transport_proto_msgTypes[24].OneofWrappers = []any{
 		(*ShmResponse_Handshake)(nil),
 		(*ShmResponse_Reserve)(nil),
 		(*ShmResponse_Cancel)(nil),
 		(*ShmResponse_Ack)(nil),
 		(*ShmResponse_Failure)(nil),
+		(*ShmResponse_Regions)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1836,7 +2022,7 @@ func file_transport_v1_transport_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_transport_v1_transport_proto_rawDesc), len(file_transport_v1_transport_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
