@@ -1,10 +1,13 @@
 // Package grpcx is the network backend of the transport: gRPC over mutual
-// TLS, one bidirectional stream per transfer. The sender's frames (Open,
-// Chunks with CRC32C, LayerEnds, Commit) and the receiver's acknowledgements
-// share the stream, so completion cannot be lost apart from the data.
-// HTTP/2 stream and connection windows give flow control: a slow receiver
-// stops the sender's writes. Deadlines and cancellation travel with the
-// stream; a stream that breaks before its commit frees the receiver's blocks.
+// TLS. A transfer is carried by a bidirectional Push stream: the sender's
+// frames (Open, Chunks with CRC32C, LayerEnds, Commit) and the receiver's
+// acknowledgements share it, so completion cannot be lost apart from the
+// data. A stream whose transfer committed cleanly is kept and carries the
+// sender's next transfer, which then starts with its own Open; a stream
+// that saw any failure is cancelled, so the receiver aborts that transfer
+// and frees its blocks. HTTP/2 stream and connection windows give flow
+// control: a slow receiver stops the sender's writes. Deadlines and
+// cancellation bound every send and receive.
 package grpcx
 
 import (
@@ -28,6 +31,9 @@ type Config struct {
 	// many bytes a sender may have in flight per stream and per connection.
 	StreamWindow int32
 	ConnWindow   int32
+	// IdleStreams is how many clean push streams a Conn keeps open for the
+	// next transfers; 0 opens a stream per transfer.
+	IdleStreams int
 	// Keepalive is how often an idle connection is probed, so a silently
 	// dead peer is noticed even between transfers.
 	Keepalive time.Duration
@@ -40,6 +46,7 @@ func DefaultConfig() Config {
 		MaxChunkBytes: 1 << 20,
 		StreamWindow:  8 << 20,
 		ConnWindow:    32 << 20,
+		IdleStreams:   4,
 		Keepalive:     10 * time.Second,
 		Logger:        slog.Default(),
 	}
@@ -57,6 +64,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: grpcx: max chunk %d outside 4 KiB..64 MiB", transport.ErrInvalid, c.MaxChunkBytes)
 	case c.StreamWindow < 64<<10 || c.ConnWindow < c.StreamWindow:
 		return fmt.Errorf("%w: grpcx: windows must be >= 64 KiB and conn >= stream", transport.ErrInvalid)
+	case c.IdleStreams < 0 || c.IdleStreams > 1024:
+		return fmt.Errorf("%w: grpcx: idle streams %d outside 0..1024", transport.ErrInvalid, c.IdleStreams)
 	case c.Keepalive <= 0 || c.Logger == nil:
 		return fmt.Errorf("%w: grpcx: keepalive and logger are required", transport.ErrInvalid)
 	}

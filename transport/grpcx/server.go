@@ -130,15 +130,34 @@ func (s *Server) Cancel(_ context.Context, req *transportv1.CancelRequest) (*tra
 	return &transportv1.CancelResponse{}, nil
 }
 
-// Push receives one transfer. The first frame must be its Open; the grant
-// is checked before any byte is written.
+// Push receives transfers one after another on one stream. Each starts
+// with its Open (seq 1), whose grant is checked before any byte is
+// written, and ends at its commit; the sender may then half-close or start
+// the next transfer. A failed transfer ends the stream with its status.
 func (s *Server) Push(stream transportv1.KVTransport_PushServer) error {
-	first, err := stream.Recv()
-	if err != nil {
-		return toStatus(fmt.Errorf("%w: stream ended before open: %w", transport.ErrProtocol, err))
+	// One frame buffer serves every transfer of the stream, so the
+	// receive scratch space is allocated once, not per transfer.
+	f := new(inFrame)
+	for first := true; ; first = false {
+		if err := stream.RecvMsg(f); err != nil {
+			if !first && errors.Is(err, io.EOF) {
+				return nil // the sender is done with an idle stream
+			}
+			if errors.Is(err, transport.ErrProtocol) {
+				return toStatus(err)
+			}
+			return toStatus(fmt.Errorf("%w: stream ended before open: %w", transport.ErrProtocol, err))
+		}
+		if err := s.transfer(stream, f); err != nil {
+			return err
+		}
 	}
-	open := first.GetOpen()
-	if open == nil || first.GetSeq() != 1 {
+}
+
+// transfer runs one transfer whose first frame is in f.
+func (s *Server) transfer(stream transportv1.KVTransport_PushServer, f *inFrame) error {
+	open := f.msg.GetOpen()
+	if f.chunk || open == nil || f.seq != 1 {
 		return toStatus(fmt.Errorf("%w: first frame must be open with seq 1", transport.ErrProtocol))
 	}
 	g, err := wire.FromGrant(open.GetGrant())
@@ -149,7 +168,7 @@ func (s *Server) Push(stream transportv1.KVTransport_PushServer) error {
 	if err != nil {
 		return toStatus(err)
 	}
-	if err := s.pump(stream, in); err != nil {
+	if err := s.pump(stream, in, f); err != nil {
 		in.Abort(err)
 		s.cfg.Logger.Debug("push stream failed", "transfer", in.TransferID(), "err", err)
 		return toStatus(err)
@@ -158,8 +177,7 @@ func (s *Server) Push(stream transportv1.KVTransport_PushServer) error {
 }
 
 // pump applies frames until the commit.
-func (s *Server) pump(stream transportv1.KVTransport_PushServer, in *transport.Inbound) error {
-	f := new(inFrame)
+func (s *Server) pump(stream transportv1.KVTransport_PushServer, in *transport.Inbound, f *inFrame) error {
 	for {
 		if err := stream.RecvMsg(f); err != nil {
 			if errors.Is(err, io.EOF) {
