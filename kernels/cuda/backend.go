@@ -61,6 +61,10 @@ func New(cfg Config) (*Backend, error) {
 	b := &Backend{lib: lib, ctx: ctx, info: devs[cfg.Device], log: log.With("backend", "cuda", "device", cfg.Device)}
 	b.mem = &pool{lib: lib, ctx: ctx, free: map[int][]uintptr{}, all: map[uintptr]int{}, ctxs: map[uintptr]bool{}}
 	b.log.Debug("cuda backend ready", "gpu", b.info.Name, "library", lib.path)
+	if cfg.Activations == kernels.ActF32 {
+		b.log.Info("cuda backend runs 8-bit activations: f32 activations are not implemented on CUDA",
+			"requested", kernels.ActF32.String(), "using", kernels.ActQ8.String())
+	}
 	return b, nil
 }
 
@@ -331,7 +335,7 @@ func (w *Weight) Close() error {
 // Supported reports whether the kernels compute with weights of type t.
 func Supported(t quant.Type) bool {
 	switch t {
-	case quant.F32, quant.F16, quant.BF16, quant.Q4_0, quant.Q4_1, quant.Q8_0:
+	case quant.F32, quant.F16, quant.BF16, quant.Q4_0, quant.Q4_1, quant.Q8_0, quant.Q4_K, quant.Q5_K, quant.Q6_K:
 		return true
 	}
 	return false
@@ -344,7 +348,7 @@ func (b *Backend) NewWeight(t quant.Type, rows, cols int, data []byte) (kernels.
 		return nil, ErrClosed
 	}
 	if !Supported(t) {
-		return nil, fmt.Errorf("%w: %v weights (supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0)", ErrUnsupported, t)
+		return nil, fmt.Errorf("%w: %v weights (supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K)", ErrUnsupported, t)
 	}
 	rb := t.RowBytes(cols)
 	if rows <= 0 || cols <= 0 || rb < 0 || len(data) != rb*rows {

@@ -25,6 +25,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+
+	"github.com/tandemserve/tandem/kernels"
 )
 
 // Sentinel errors. Errors returned by this package wrap one of them.
@@ -56,6 +58,13 @@ type Config struct {
 	Device int
 	// Logger receives device errors once each; nil uses slog.Default.
 	Logger *slog.Logger
+	// Activations is the precision asked for in products with quantized
+	// weights. The kernels implement only kernels.ActQ8 (activations
+	// quantized to 8 bits as llama.cpp does, and as kernels/ref does in that
+	// mode); with kernels.ActF32, the zero value, New logs at Info that the
+	// backend runs 8-bit activations instead, so that the difference from a
+	// CPU run is visible rather than silent.
+	Activations kernels.Activations
 }
 
 // DefaultConfig uses device 0 and searches for the library.
@@ -65,6 +74,9 @@ func DefaultConfig() Config { return Config{} }
 func (c Config) Validate() error {
 	if c.Device < 0 {
 		return fmt.Errorf("%w: device %d", ErrInvalidArgument, c.Device)
+	}
+	if c.Activations != kernels.ActF32 && c.Activations != kernels.ActQ8 {
+		return fmt.Errorf("%w: activations %v", ErrInvalidArgument, c.Activations)
 	}
 	return nil
 }

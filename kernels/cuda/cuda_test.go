@@ -111,7 +111,8 @@ func TestSupported(t *testing.T) {
 		want bool
 	}{
 		{quant.F32, true}, {quant.F16, true}, {quant.BF16, true}, {quant.Q4_0, true},
-		{quant.Q4_1, true}, {quant.Q8_0, true}, {quant.Q4_K, false}, {quant.Q6_K, false}, {quant.Q5_0, false},
+		{quant.Q4_1, true}, {quant.Q8_0, true}, {quant.Q4_K, true}, {quant.Q5_K, true}, {quant.Q6_K, true},
+		{quant.Q5_0, false}, {quant.Q5_1, false}, {quant.Q2_K, false}, {quant.Q8_K, false},
 	} {
 		if got := Supported(tc.t); got != tc.want {
 			t.Errorf("Supported(%v) = %v, want %v", tc.t, got, tc.want)
@@ -261,11 +262,23 @@ func TestAttentionTasksRejectsBadSequences(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	if err := DefaultConfig().Validate(); err != nil {
-		t.Fatalf("default config: %v", err)
-	}
-	if err := (Config{Device: -2}).Validate(); !errors.Is(err, ErrInvalidArgument) {
-		t.Fatalf("negative device: %v", err)
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		err  error
+	}{
+		{"default", DefaultConfig(), nil},
+		{"q8 activations", Config{Activations: kernels.ActQ8}, nil},
+		{"f32 activations", Config{Device: 1, Activations: kernels.ActF32}, nil},
+		{"negative device", Config{Device: -2}, ErrInvalidArgument},
+		{"unknown activations", Config{Activations: kernels.Activations(7)}, ErrInvalidArgument},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cfg.Validate()
+			if !errors.Is(err, tc.err) { // errors.Is(err, nil) is err == nil
+				t.Fatalf("Validate() = %v, want %v", err, tc.err)
+			}
+		})
 	}
 }
 

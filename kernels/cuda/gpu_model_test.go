@@ -26,7 +26,7 @@ func gpu(t testing.TB) *cuda.Backend {
 	if os.Getenv("TANDEM_CUDA_TESTS") != "1" {
 		t.Skip("GPU test: set TANDEM_CUDA_TESTS=1 on a CUDA host")
 	}
-	b, err := cuda.New(cuda.Config{LibPath: os.Getenv("TANDEM_CUDA_LIB")})
+	b, err := cuda.New(cuda.Config{LibPath: os.Getenv("TANDEM_CUDA_LIB"), Activations: kernels.ActQ8})
 	if err != nil {
 		t.Fatalf("TANDEM_CUDA_TESTS=1 but no usable GPU: %v", err)
 	}
@@ -118,16 +118,35 @@ func argmax(v []float32) int32 {
 func TestGPUModelMatchesRef(t *testing.T) {
 	g := gpu(t)
 	prompt := []int32{5, 17, 3, 88, 42, 42, 9, 60, 1, 33, 71, 2, 8}
+	// mixed stands for a Q4_K_M file: no single type for every matrix.
+	const mixed = quant.Type(0xFFFF)
 	for _, tc := range []struct {
 		typ   quant.Type
 		tied  bool
 		dtype kernels.KVDType
 	}{{quant.Q4_1, true, kernels.KVF16}, {quant.Q4_0, false, kernels.KVF16}, {quant.Q8_0, true, kernels.KVF16},
 		{quant.F16, false, kernels.KVF16}, {quant.BF16, true, kernels.KVF16}, {quant.F32, false, kernels.KVF16},
-		{quant.Q4_1, true, kernels.KVInt8}} {
-		t.Run(tc.typ.String()+"/kv-"+tc.dtype.String(), func(t *testing.T) {
+		{quant.Q4_1, true, kernels.KVInt8},
+		{quant.Q4_K, true, kernels.KVF16}, {quant.Q5_K, false, kernels.KVF16}, {quant.Q6_K, true, kernels.KVF16},
+		{quant.Q4_K, false, kernels.KVInt8}, {mixed, false, kernels.KVF16}, {mixed, true, kernels.KVInt8}} {
+		name := tc.typ.String()
+		if tc.typ == mixed {
+			name = "Q4_K_M"
+		}
+		t.Run(name+"/kv-"+tc.dtype.String(), func(t *testing.T) {
 			cfg := llamatest.TinyConfig()
-			src, err := llamatest.Random(cfg, tc.typ, 11, tc.tied)
+			var src llamatest.Source
+			var err error
+			switch tc.typ {
+			case mixed:
+				cfg = kquantConfig()
+				src, err = kquantMixed(cfg, 11, tc.tied)
+			case quant.Q4_K, quant.Q5_K, quant.Q6_K:
+				cfg = kquantConfig()
+				src, err = llamatest.Random(cfg, tc.typ, 11, tc.tied)
+			default:
+				src, err = llamatest.Random(cfg, tc.typ, 11, tc.tied)
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -178,4 +197,39 @@ func TestGPUModelMatchesRef(t *testing.T) {
 			}
 		})
 	}
+}
+
+// kquantConfig is TinyConfig widened so that every matrix row holds whole
+// 256-value K-quant blocks.
+func kquantConfig() llama.Config {
+	cfg := llamatest.TinyConfig()
+	cfg.Embd, cfg.FF, cfg.HeadDim, cfg.RoPEDims = 256, 512, 64, 64
+	return cfg
+}
+
+// kquantMixed mixes K-quant types the way llama.cpp's Q4_K_M does: Q4_K
+// for most matrices, Q6_K for the output (or the tied embedding), one
+// ffn_down and one attn_v, and here Q5_K for another attn_v.
+func kquantMixed(cfg llama.Config, seed uint64, tied bool) (llamatest.Source, error) {
+	src, err := llamatest.Random(cfg, quant.Q4_K, seed, tied)
+	if err != nil {
+		return nil, err
+	}
+	q6, err := llamatest.Random(cfg, quant.Q6_K, seed+1, tied)
+	if err != nil {
+		return nil, err
+	}
+	q5, err := llamatest.Random(cfg, quant.Q5_K, seed+2, tied)
+	if err != nil {
+		return nil, err
+	}
+	out := "output.weight"
+	if tied {
+		out = "token_embd.weight"
+	}
+	for _, name := range []string{out, "blk.0.ffn_down.weight", "blk.0.attn_v.weight"} {
+		src[name] = q6[name]
+	}
+	src["blk.1.attn_v.weight"] = q5["blk.1.attn_v.weight"]
+	return src, nil
 }

@@ -3,10 +3,13 @@ package cuda
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,7 +28,7 @@ func gpuBackend(t testing.TB) *Backend {
 	if os.Getenv("TANDEM_CUDA_TESTS") != "1" {
 		t.Skip("GPU test: set TANDEM_CUDA_TESTS=1 on a CUDA host")
 	}
-	b, err := New(Config{LibPath: os.Getenv("TANDEM_CUDA_LIB")})
+	b, err := New(Config{LibPath: os.Getenv("TANDEM_CUDA_LIB"), Activations: kernels.ActQ8})
 	if err != nil {
 		t.Fatalf("TANDEM_CUDA_TESTS=1 but no usable GPU: %v", err)
 	}
@@ -105,21 +108,41 @@ func weightPair(t *testing.T, b *Backend, rb *ref.Backend, typ quant.Type, rows,
 	return gw, rw
 }
 
+// matShape is a weight shape; K-quant rows hold whole 256-value blocks.
+type matShape struct{ rows, cols int }
+
 func TestGPUMatMulMatchesRef(t *testing.T) {
 	b, rb := gpuBackend(t), ref.NewWith(kernels.ActQ8)
 	rng := rand.New(rand.NewPCG(1, 2))
-	shapes := []struct{ rows, cols int }{{64, 64}, {100, 96}, {33, 1056}, {7, 4096}}
-	for _, typ := range []quant.Type{quant.F32, quant.F16, quant.BF16, quant.Q4_0, quant.Q4_1, quant.Q8_0} {
-		for _, s := range shapes {
-			gw, rw := weightPair(t, b, rb, typ, s.rows, s.cols, rng)
-			for _, rows := range []int{1, 5, 8, 19} {
-				x := newPair(b, rb, rows, s.cols, randVals(rng, rows*s.cols, 1))
-				d := newPair(b, rb, rows, s.rows, nil)
-				b.MatMul(d.g, x.g, gw)
-				rb.MatMul(d.r, x.r, rw)
-				compare(t, typ.String()+" matmul", b, rb, d, 1e-4)
+	legacy := []matShape{{64, 64}, {100, 96}, {33, 1056}, {7, 4096}}
+	// 1, 3, 5 and 16 blocks a row: a warp takes four blocks a step, so
+	// these cover partial and whole steps.
+	kquant := []matShape{{64, 256}, {100, 768}, {33, 1280}, {7, 4096}}
+	for _, tc := range []struct {
+		typ    quant.Type
+		shapes []matShape
+	}{
+		{quant.F32, legacy}, {quant.F16, legacy}, {quant.BF16, legacy},
+		{quant.Q4_0, legacy}, {quant.Q4_1, legacy}, {quant.Q8_0, legacy},
+		{quant.Q4_K, kquant}, {quant.Q5_K, kquant}, {quant.Q6_K, kquant},
+	} {
+		t.Run(tc.typ.String(), func(t *testing.T) {
+			for _, s := range tc.shapes {
+				gw, rw := weightPair(t, b, rb, tc.typ, s.rows, s.cols, rng)
+				// 19 rows = 16 + 2 + 1: every token-group width but 8 and 4,
+				// which 5 and 8 cover.
+				for _, rows := range []int{1, 5, 8, 19} {
+					xs := randVals(rng, rows*s.cols, 1)
+					// A zero first block: activation scale 0.
+					clear(xs[:min(256, s.cols)])
+					x := newPair(b, rb, rows, s.cols, xs)
+					d := newPair(b, rb, rows, s.rows, nil)
+					b.MatMul(d.g, x.g, gw)
+					rb.MatMul(d.r, x.r, rw)
+					compare(t, fmt.Sprintf("%v %dx%d matmul, %d rows", tc.typ, s.rows, s.cols, rows), b, rb, d, 1e-4)
+				}
 			}
-		}
+		})
 	}
 	// Widths that are not a multiple of 8 take the scalar float path.
 	for _, typ := range []quant.Type{quant.F32, quant.F16, quant.BF16} {
@@ -137,7 +160,7 @@ func TestGPUMatMulBatchInvariant(t *testing.T) {
 	b, rb := gpuBackend(t), ref.NewWith(kernels.ActQ8)
 	rng := rand.New(rand.NewPCG(3, 4))
 	const rows, cols, batch = 96, 512, 19
-	for _, typ := range []quant.Type{quant.F16, quant.Q4_1, quant.Q8_0} {
+	for _, typ := range []quant.Type{quant.F16, quant.Q4_1, quant.Q8_0, quant.Q4_K, quant.Q5_K, quant.Q6_K} {
 		gw, _ := weightPair(t, b, rb, typ, rows, cols, rng)
 		xs := randVals(rng, batch*cols, 1)
 		x, d := b.NewTensor(batch, cols), b.NewTensor(batch, rows)
@@ -165,13 +188,20 @@ func TestGPUElementwiseMatchesRef(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	const rows, cols = 7, 384
 
-	for _, typ := range []quant.Type{quant.F32, quant.F16, quant.BF16, quant.Q4_0, quant.Q4_1, quant.Q8_0} {
-		gw, rw := weightPair(t, b, rb, typ, 50, cols, rng)
+	for _, tc := range []struct {
+		typ   quant.Type
+		width int
+	}{
+		{quant.F32, cols}, {quant.F16, cols}, {quant.BF16, cols},
+		{quant.Q4_0, cols}, {quant.Q4_1, cols}, {quant.Q8_0, cols},
+		{quant.Q4_K, 768}, {quant.Q5_K, 768}, {quant.Q6_K, 768},
+	} {
+		gw, rw := weightPair(t, b, rb, tc.typ, 50, tc.width, rng)
 		ids := []int32{0, 49, 3, 3, 17}
-		d := newPair(b, rb, len(ids), cols, nil)
+		d := newPair(b, rb, len(ids), tc.width, nil)
 		b.Embed(d.g, gw, ids)
 		rb.Embed(d.r, rw, ids)
-		compare(t, typ.String()+" embed", b, rb, d, 1e-6)
+		compare(t, tc.typ.String()+" embed", b, rb, d, 1e-6)
 	}
 
 	nw := make([]byte, 4*cols)
@@ -333,11 +363,55 @@ func TestGPUBadIndicesRecorded(t *testing.T) {
 		t.Fatalf("Err after out-of-range id = %v, want ErrInvalidArgument", err)
 	}
 	b.err = nil // the test owns the backend; clear for the cleanup check
-	if _, err := b.NewWeight(quant.Q4_K, 1, 256, make([]byte, 144)); !errors.Is(err, ErrUnsupported) {
-		t.Errorf("Q4_K weight: %v, want ErrUnsupported", err)
+	for _, tc := range []struct {
+		name       string
+		typ        quant.Type
+		rows, cols int
+		bytes      int
+		want       error
+	}{
+		{"Q5_0 weight", quant.Q5_0, 1, 32, 22, ErrUnsupported},
+		{"Q2_K weight", quant.Q2_K, 1, 256, 84, ErrUnsupported},
+		{"short weight", quant.Q4_1, 2, 64, 79, ErrInvalidArgument},
+		{"short K-quant weight", quant.Q6_K, 2, 256, 419, ErrInvalidArgument},
+		{"partial K-quant block", quant.Q4_K, 1, 128, 72, ErrInvalidArgument},
+	} {
+		if _, err := b.NewWeight(tc.typ, tc.rows, tc.cols, make([]byte, tc.bytes)); !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
 	}
-	if _, err := b.NewWeight(quant.Q4_1, 2, 64, make([]byte, 79)); !errors.Is(err, ErrInvalidArgument) {
-		t.Errorf("short weight: %v, want ErrInvalidArgument", err)
+}
+
+// The backend says once, at Info, that it rounds activations to 8 bits when
+// f32 activations were asked for, and nothing when q8 was.
+func TestGPUActivationsLogged(t *testing.T) {
+	if os.Getenv("TANDEM_CUDA_TESTS") != "1" {
+		t.Skip("GPU test: set TANDEM_CUDA_TESTS=1 on a CUDA host")
+	}
+	for _, tc := range []struct {
+		act  kernels.Activations
+		want int
+	}{{kernels.ActF32, 1}, {kernels.ActQ8, 0}} {
+		t.Run(tc.act.String(), func(t *testing.T) {
+			var buf bytes.Buffer
+			log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+			b, err := New(Config{LibPath: os.Getenv("TANDEM_CUDA_LIB"), Logger: log, Activations: tc.act})
+			if err != nil {
+				t.Fatalf("TANDEM_CUDA_TESTS=1 but no usable GPU: %v", err)
+			}
+			if err := b.Close(); err != nil {
+				t.Fatal(err)
+			}
+			got := 0
+			for _, line := range strings.Split(buf.String(), "\n") {
+				if strings.Contains(line, "level=INFO") && strings.Contains(line, "8-bit activations") {
+					got++
+				}
+			}
+			if got != tc.want {
+				t.Fatalf("%d Info lines about 8-bit activations, want %d; log:\n%s", got, tc.want, buf.String())
+			}
+		})
 	}
 }
 

@@ -30,7 +30,7 @@
 extern "C" {
 #endif
 
-#define TANDEM_CUDA_ABI_VERSION 4
+#define TANDEM_CUDA_ABI_VERSION 5
 
 #define TC_OK 0
 #define TC_ERR_ARG (-1)         /* invalid argument */
@@ -44,6 +44,9 @@ extern "C" {
 #define TC_Q4_0 2
 #define TC_Q4_1 3
 #define TC_Q8_0 8
+#define TC_Q4_K 12
+#define TC_Q5_K 13
+#define TC_Q6_K 14
 #define TC_BF16 30
 
 typedef struct tc_ctx tc_ctx;
@@ -82,7 +85,8 @@ int tandem_cuda_memset(tc_ctx *c, void *d, size_t bytes);
  * weight of type; tandem_cuda_weight_load converts the ggml encoding in h_src
  * (rows * row bytes) into that layout: quantized blocks are split into an
  * array of 16-byte aligned quant payloads followed by an array of scales so
- * that kernels read weights with 128-bit loads.
+ * that kernels read weights with 128-bit loads. Q4_0, Q4_1 and Q8_0 need
+ * cols % 32 == 0; the K-quants Q4_K, Q5_K and Q6_K need cols % 256 == 0.
  */
 int tandem_cuda_weight_bytes(int type, int rows, int cols, size_t *out);
 int tandem_cuda_weight_load(tc_ctx *c, void *d_w, int type, int rows, int cols,
@@ -94,7 +98,10 @@ int tandem_cuda_embed(tc_ctx *c, float *d_dst, const void *d_table, int type,
 /* dst = x / sqrt(mean(x^2) + eps) * w per row; w is rows=1 F32. */
 int tandem_cuda_rmsnorm(tc_ctx *c, float *d_dst, const float *d_x,
                         const float *d_w, int rows, int cols, float eps);
-/* dst[T, rows] = x[T, cols] . w^T */
+/* dst[T, rows] = x[T, cols] . w^T. Quantized weights multiply activations
+ * quantized on the device: to Q8_1 for the 32-value formats, to Q8_K for the
+ * K-quants (kernels/quant.ActivationType), each row exactly as the reference
+ * quantizes it. */
 int tandem_cuda_matmul(tc_ctx *c, float *d_dst, const float *d_x, int t,
                        const void *d_w, int type, int rows, int cols);
 int tandem_cuda_rope(tc_ctx *c, float *d_x, int t, const int32_t *h_pos,

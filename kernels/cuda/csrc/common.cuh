@@ -59,19 +59,43 @@ struct __align__(4) tc_q8_1 {
 	int8_t qs[32];
 };
 
-// Repacked quantized weights: for nb = rows*cols/32 blocks, an array of quant
-// payloads (16-byte aligned rows of blocks) followed by the scales.
+// Repacked quantized weights: for nb = rows*cols/tc_block_values blocks, an
+// array of quant payloads (16-byte aligned rows of blocks) followed by the
+// scales.
 //   Q4_0: qs[nb][16] bytes, then d[nb] halves.
 //   Q4_1: qs[nb][16] bytes, then dm[nb] half2 (d, m).
 //   Q8_0: qs[nb][32] bytes, then d[nb] halves.
+// The K-quants keep ggml's byte order inside each part:
+//   Q4_K: qs[nb][128], then [nb][16]: d, dmin (halves), 12 packed scales.
+//   Q5_K: [nb][160]: qh[32] then qs[128], then [nb][16] as Q4_K.
+//   Q6_K: [nb][192]: ql[128] then qh[64], then [nb][18]: 16 int8 scales, d.
 static inline __host__ __device__ size_t tc_qs_bytes(int type) {
-	return type == TC_Q8_0 ? 32 : 16;
+	switch (type) {
+	case TC_Q8_0: return 32;
+	case TC_Q4_K: return 128;
+	case TC_Q5_K: return 160;
+	case TC_Q6_K: return 192;
+	}
+	return 16;
 }
 static inline __host__ __device__ size_t tc_scale_bytes(int type) {
-	return type == TC_Q4_1 ? 4 : 2;
+	switch (type) {
+	case TC_Q4_1: return 4;
+	case TC_Q4_K:
+	case TC_Q5_K: return 16;
+	case TC_Q6_K: return 18;
+	}
+	return 2;
+}
+static inline __host__ __device__ bool tc_is_kquant(int type) {
+	return type == TC_Q4_K || type == TC_Q5_K || type == TC_Q6_K;
 }
 static inline __host__ __device__ bool tc_is_quant(int type) {
-	return type == TC_Q4_0 || type == TC_Q4_1 || type == TC_Q8_0;
+	return type == TC_Q4_0 || type == TC_Q4_1 || type == TC_Q8_0 || tc_is_kquant(type);
+}
+// tc_block_values is the number of values one quantized block encodes.
+static inline __host__ __device__ int tc_block_values(int type) {
+	return tc_is_kquant(type) ? 256 : 32;
 }
 static inline __host__ __device__ size_t tc_elem_bytes(int type) {
 	return type == TC_F32 ? 4 : 2;
@@ -97,6 +121,15 @@ static __device__ __forceinline__ float tc_warp_max(float v) {
 	for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
 	return v;
 }
+
+// Matrix-vector kernels: warps per thread block (one warp per output row),
+// and the most tokens one warp multiplies per weight read.
+#define TC_MV_WARPS 4
+#define TC_MAX_COLS 16
+
+// tc_matmul_k is tandem_cuda_matmul for the K-quant weight types
+// (matmul_k.cu); the caller has checked the context and the shape.
+int tc_matmul_k(tc_ctx *c, float *dst, const float *x, int t, const uint8_t *w, int type, int rows, int cols);
 
 static inline int tc_blocks(size_t n, int threads) {
 	return (int)((n + (size_t)threads - 1) / (size_t)threads);

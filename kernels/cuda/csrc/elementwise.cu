@@ -5,9 +5,38 @@
 
 #include "common.cuh"
 
+// tc_kweight_value dequantizes value j of a repacked K-quant block (qs, sc)
+// as kernels/quant's decoders do, in their order of operations (the _rn
+// intrinsics are never fused into FMAs).
+static __device__ float tc_kweight_value(const uint8_t *qs, const uint8_t *sc, int type, int j) {
+	if (type == TC_Q6_K) {
+		int hh = j / 128, g = j % 128 / 32, l = j % 32;
+		int nib = qs[64 * hh + 32 * (g & 1) + l];
+		nib = g < 2 ? nib & 0xF : nib >> 4;
+		int q = (nib | ((qs[128 + 32 * hh + l] >> (2 * g)) & 3) << 4) - 32;
+		float d = __half2float(*(const half *)(sc + 16));
+		return __fmul_rn(__fmul_rn(d, (float)(int8_t)sc[8 * hh + l / 16 + 2 * g]), (float)q);
+	}
+	// Q4_K, Q5_K: sub-block k = j/32 of 32 values, nibbles of qs[32*(k/2)+l].
+	int k = j / 32, l = j % 32;
+	const uint8_t *s = sc + 4;
+	int scale, min;
+	if (k < 4) {
+		scale = s[k] & 63, min = s[k + 4] & 63;
+	} else {
+		scale = (s[k + 4] & 0xF) | ((s[k - 4] >> 6) << 4);
+		min = (s[k + 4] >> 4) | ((s[k] >> 6) << 4);
+	}
+	const uint8_t *codes = type == TC_Q5_K ? qs + 32 : qs;
+	int q = codes[32 * (k / 2) + l];
+	q = k % 2 == 0 ? q & 0xF : q >> 4;
+	if (type == TC_Q5_K && (qs[l] >> k) & 1) q += 16;
+	float2 dm = __half22float2(*(const half2 *)sc);
+	return __fsub_rn(__fmul_rn(__fmul_rn(dm.x, (float)scale), (float)q), __fmul_rn(dm.y, (float)min));
+}
+
 // tc_weight_value dequantizes element (row, col) of a repacked weight.
 static __device__ float tc_weight_value(const void *w, int type, int rows, int cols, int row, int col) {
-	size_t nb = (size_t)rows * (size_t)(cols / 32);
 	const uint8_t *base = (const uint8_t *)w;
 	switch (type) {
 	case TC_F32:
@@ -19,10 +48,13 @@ static __device__ float tc_weight_value(const void *w, int type, int rows, int c
 	default:
 		break;
 	}
-	size_t b = (size_t)row * (size_t)(cols / 32) + (size_t)(col / 32);
-	int j = col % 32;
+	int bv = tc_block_values(type);
+	size_t nb = (size_t)rows * (size_t)(cols / bv);
+	size_t b = (size_t)row * (size_t)(cols / bv) + (size_t)(col / bv);
+	int j = col % bv;
 	const uint8_t *qs = base + b * tc_qs_bytes(type);
 	const uint8_t *sc = base + nb * tc_qs_bytes(type) + b * tc_scale_bytes(type);
+	if (tc_is_kquant(type)) return tc_kweight_value(qs, sc, type, j);
 	if (type == TC_Q8_0) {
 		return (float)(int8_t)qs[j] * __half2float(*(const half *)sc);
 	}
@@ -47,7 +79,7 @@ extern "C" int tandem_cuda_embed(tc_ctx *c, float *d_dst, const void *d_table, i
 	int rc = tc_enter(c);
 	if (rc != TC_OK) return rc;
 	if (n <= 0) return TC_OK;
-	if (tc_is_quant(type) && cols % 32 != 0) return TC_ERR_ARG;
+	if (tc_is_quant(type) && cols % tc_block_values(type) != 0) return TC_ERR_ARG;
 	void *ids;
 	rc = tc_stage(c, 0, h_ids, (size_t)n * sizeof(int32_t), &ids);
 	if (rc != TC_OK) return rc;

@@ -10,9 +10,6 @@
 // own token row: results are batch-invariant.
 #include "common.cuh"
 
-#define TC_MAX_COLS 16
-#define TC_MV_WARPS 4
-
 extern "C" int tandem_cuda_weight_bytes(int type, int rows, int cols, size_t *out) {
 	if (out == nullptr || rows <= 0 || cols <= 0) return TC_ERR_ARG;
 	size_t n = (size_t)rows * (size_t)cols;
@@ -27,8 +24,11 @@ extern "C" int tandem_cuda_weight_bytes(int type, int rows, int cols, size_t *ou
 	case TC_Q4_0:
 	case TC_Q4_1:
 	case TC_Q8_0:
-		if (cols % 32 != 0) return TC_ERR_ARG;
-		*out = n / 32 * (tc_qs_bytes(type) + tc_scale_bytes(type));
+	case TC_Q4_K:
+	case TC_Q5_K:
+	case TC_Q6_K:
+		if (cols % tc_block_values(type) != 0) return TC_ERR_ARG;
+		*out = n / tc_block_values(type) * (tc_qs_bytes(type) + tc_scale_bytes(type));
 		return TC_OK;
 	}
 	return TC_ERR_UNSUPPORTED;
@@ -39,20 +39,25 @@ static size_t tc_ggml_block_bytes(int type) {
 	case TC_Q4_0: return 18;
 	case TC_Q4_1: return 20;
 	case TC_Q8_0: return 34;
+	case TC_Q4_K: return 144;
+	case TC_Q5_K: return 176;
+	case TC_Q6_K: return 210;
 	}
 	return 0;
 }
 
 // Splits n ggml blocks (src) into the 16-byte aligned quant payloads (qs)
-// and the scales (sc): the repacked layout described in common.cuh.
+// and the scales (sc): the repacked layout described in common.cuh. A ggml
+// block starts with its scales, except Q6_K's, which ends with them.
 __global__ void k_repack(uint8_t *qs, uint8_t *sc, const uint8_t *src, size_t n, int type) {
 	size_t b = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
 	if (b >= n) return;
 	size_t qsb = tc_qs_bytes(type), scb = tc_scale_bytes(type);
 	size_t gb = scb + qsb;
 	const uint8_t *s = src + b * gb;
-	for (size_t i = 0; i < scb; i++) sc[b * scb + i] = s[i];
-	for (size_t i = 0; i < qsb; i++) qs[b * qsb + i] = s[scb + i];
+	size_t sc_off = type == TC_Q6_K ? qsb : 0, qs_off = type == TC_Q6_K ? 0 : scb;
+	for (size_t i = 0; i < scb; i++) sc[b * scb + i] = s[sc_off + i];
+	for (size_t i = 0; i < qsb; i++) qs[b * qsb + i] = s[qs_off + i];
 }
 
 extern "C" int tandem_cuda_weight_load(tc_ctx *c, void *d_w, int type, int rows, int cols,
@@ -69,7 +74,7 @@ extern "C" int tandem_cuda_weight_load(tc_ctx *c, void *d_w, int type, int rows,
 		return TC_OK;
 	}
 	size_t gb = tc_ggml_block_bytes(type), qsb = tc_qs_bytes(type), scb = tc_scale_bytes(type);
-	size_t nb = (size_t)rows * (size_t)cols / 32;
+	size_t nb = (size_t)rows * (size_t)cols / tc_block_values(type);
 	if (src_bytes != nb * gb) return TC_ERR_ARG;
 	// Stage through scratch in chunks so that a multi-GiB weight does not
 	// need twice its size in device memory.
@@ -329,6 +334,11 @@ extern "C" int tandem_cuda_matmul(tc_ctx *c, float *d_dst, const float *d_x, int
 	case TC_Q4_0:
 	case TC_Q4_1:
 	case TC_Q8_0: break;
+	case TC_Q4_K:
+	case TC_Q5_K:
+	case TC_Q6_K:
+		if (cols % 256 != 0) return TC_ERR_ARG;
+		return tc_matmul_k(c, d_dst, d_x, t, (const uint8_t *)d_w, type, rows, cols);
 	default: return TC_ERR_UNSUPPORTED;
 	}
 	if (cols % 32 != 0) return TC_ERR_ARG;
