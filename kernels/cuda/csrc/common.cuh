@@ -122,6 +122,23 @@ static __device__ __forceinline__ float tc_warp_max(float v) {
 	return v;
 }
 
+// tc_ggml_block_bytes is the size of one block in the ggml (file) encoding.
+static inline __host__ __device__ size_t tc_ggml_block_bytes(int type) {
+	return tc_is_quant(type) ? tc_qs_bytes(type) + tc_scale_bytes(type) : 0;
+}
+
+// tc_repack_block splits ggml block b of src into its quant payload (in qs)
+// and its scales (in sc): the repacked layout above. A ggml block starts with
+// its scales, except Q6_K's, which ends with them.
+static __device__ __forceinline__ void tc_repack_block(uint8_t *qs, uint8_t *sc, const uint8_t *src, size_t b,
+                                                       int type) {
+	size_t qsb = tc_qs_bytes(type), scb = tc_scale_bytes(type);
+	const uint8_t *s = src + b * (qsb + scb);
+	size_t sc_off = type == TC_Q6_K ? qsb : 0, qs_off = type == TC_Q6_K ? 0 : scb;
+	for (size_t i = 0; i < scb; i++) sc[b * scb + i] = s[sc_off + i];
+	for (size_t i = 0; i < qsb; i++) qs[b * qsb + i] = s[qs_off + i];
+}
+
 // Matrix-vector kernels: warps per thread block (one warp per output row),
 // and the most tokens one warp multiplies per weight read.
 #define TC_MV_WARPS 4

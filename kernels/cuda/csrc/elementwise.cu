@@ -4,36 +4,7 @@
 #include <math.h>
 
 #include "common.cuh"
-
-// tc_kweight_value dequantizes value j of a repacked K-quant block (qs, sc)
-// as kernels/quant's decoders do, in their order of operations (the _rn
-// intrinsics are never fused into FMAs).
-static __device__ float tc_kweight_value(const uint8_t *qs, const uint8_t *sc, int type, int j) {
-	if (type == TC_Q6_K) {
-		int hh = j / 128, g = j % 128 / 32, l = j % 32;
-		int nib = qs[64 * hh + 32 * (g & 1) + l];
-		nib = g < 2 ? nib & 0xF : nib >> 4;
-		int q = (nib | ((qs[128 + 32 * hh + l] >> (2 * g)) & 3) << 4) - 32;
-		float d = __half2float(*(const half *)(sc + 16));
-		return __fmul_rn(__fmul_rn(d, (float)(int8_t)sc[8 * hh + l / 16 + 2 * g]), (float)q);
-	}
-	// Q4_K, Q5_K: sub-block k = j/32 of 32 values, nibbles of qs[32*(k/2)+l].
-	int k = j / 32, l = j % 32;
-	const uint8_t *s = sc + 4;
-	int scale, min;
-	if (k < 4) {
-		scale = s[k] & 63, min = s[k + 4] & 63;
-	} else {
-		scale = (s[k + 4] & 0xF) | ((s[k - 4] >> 6) << 4);
-		min = (s[k + 4] >> 4) | ((s[k] >> 6) << 4);
-	}
-	const uint8_t *codes = type == TC_Q5_K ? qs + 32 : qs;
-	int q = codes[32 * (k / 2) + l];
-	q = k % 2 == 0 ? q & 0xF : q >> 4;
-	if (type == TC_Q5_K && (qs[l] >> k) & 1) q += 16;
-	float2 dm = __half22float2(*(const half2 *)sc);
-	return __fsub_rn(__fmul_rn(__fmul_rn(dm.x, (float)scale), (float)q), __fmul_rn(dm.y, (float)min));
-}
+#include "kquant.cuh"
 
 // tc_weight_value dequantizes element (row, col) of a repacked weight.
 static __device__ float tc_weight_value(const void *w, int type, int rows, int cols, int row, int col) {

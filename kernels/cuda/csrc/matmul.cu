@@ -34,30 +34,10 @@ extern "C" int tandem_cuda_weight_bytes(int type, int rows, int cols, size_t *ou
 	return TC_ERR_UNSUPPORTED;
 }
 
-static size_t tc_ggml_block_bytes(int type) {
-	switch (type) {
-	case TC_Q4_0: return 18;
-	case TC_Q4_1: return 20;
-	case TC_Q8_0: return 34;
-	case TC_Q4_K: return 144;
-	case TC_Q5_K: return 176;
-	case TC_Q6_K: return 210;
-	}
-	return 0;
-}
-
-// Splits n ggml blocks (src) into the 16-byte aligned quant payloads (qs)
-// and the scales (sc): the repacked layout described in common.cuh. A ggml
-// block starts with its scales, except Q6_K's, which ends with them.
+// k_repack repacks n ggml blocks (tc_repack_block), one thread per block.
 __global__ void k_repack(uint8_t *qs, uint8_t *sc, const uint8_t *src, size_t n, int type) {
 	size_t b = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-	if (b >= n) return;
-	size_t qsb = tc_qs_bytes(type), scb = tc_scale_bytes(type);
-	size_t gb = scb + qsb;
-	const uint8_t *s = src + b * gb;
-	size_t sc_off = type == TC_Q6_K ? qsb : 0, qs_off = type == TC_Q6_K ? 0 : scb;
-	for (size_t i = 0; i < scb; i++) sc[b * scb + i] = s[sc_off + i];
-	for (size_t i = 0; i < qsb; i++) qs[b * qsb + i] = s[qs_off + i];
+	if (b < n) tc_repack_block(qs, sc, src, b, type);
 }
 
 extern "C" int tandem_cuda_weight_load(tc_ctx *c, void *d_w, int type, int rows, int cols,

@@ -1,0 +1,1 @@
+// Empty: the host emulation needs nothing from cuda_bf16.h.
