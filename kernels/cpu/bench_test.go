@@ -3,7 +3,9 @@ package cpu
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"runtime"
+	"strconv"
 	"testing"
 
 	"github.com/tandemserve/tandem/kernels"
@@ -17,7 +19,15 @@ var benchShapes = []struct{ rows, cols int }{
 	{576, 1536}, // ffn_down
 }
 
-func benchThreads() int { return runtime.NumCPU() }
+// benchThreads is one thread per CPU, or TANDEM_BENCH_THREADS: on a shared
+// machine one thread's best-of-N run measures a core's kernel throughput
+// with less noise than two threads that each lose time slices.
+func benchThreads() int {
+	if n, err := strconv.Atoi(os.Getenv("TANDEM_BENCH_THREADS")); err == nil && n >= 1 && n <= maxThreads {
+		return n
+	}
+	return runtime.NumCPU()
+}
 
 // BenchmarkMatMul reports weight bytes streamed per second (GB/s, the decode
 // bound) and arithmetic throughput (GFLOP/s, the prefill bound).

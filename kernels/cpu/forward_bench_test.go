@@ -60,26 +60,41 @@ func newSynthModel(b *testing.B, be *Backend) *synthModel {
 	return m
 }
 
-// forward runs every layer on T new tokens of one sequence whose cache holds
-// ctx tokens before them, then the LM head on the last row.
-func (m *synthModel) forward(cache kernels.KVCache, x kernels.Tensor, ctx int, blocks []int32) {
+// forward runs every layer on x, which holds qlen new tokens of each of
+// nseq sequences (rows grouped by sequence); every sequence's cache holds ctx
+// tokens before them in its own blocks (blocksPer of them, numbered from
+// seq*blocksPer). The LM head then runs on each sequence's last row, as a
+// decode step samples every sequence.
+func (m *synthModel) forward(cache kernels.KVCache, x kernels.Tensor, ctx, nseq, blocksPer int) {
 	be, s := m.be, smolShape
 	T := x.Rows()
+	qlen := T / nseq
 	kvw := s.kvHeads * s.headDim
 	h, q := be.NewTensor(T, s.dim), be.NewTensor(T, s.dim)
 	k, v := be.NewTensor(T, kvw), be.NewTensor(T, kvw)
 	att, o := be.NewTensor(T, s.dim), be.NewTensor(T, s.dim)
 	g, u := be.NewTensor(T, s.ff), be.NewTensor(T, s.ff)
+	bs := cache.Spec().BlockSize
 	pos, slots := make([]int32, T), make([]int32, T)
-	for i := range pos {
-		pos[i] = int32(ctx + i)
-		slots[i] = int32(ctx + i)
+	seqs := make([]kernels.AttnSeq, nseq)
+	lastRows := make([]int32, nseq)
+	for sq := range nseq {
+		blocks := make([]int32, blocksPer)
+		for i := range blocks {
+			blocks[i] = int32(sq*blocksPer + i)
+		}
+		seqs[sq] = kernels.AttnSeq{QueryStart: sq * qlen, QueryLen: qlen, KVLen: ctx + qlen, Blocks: blocks}
+		lastRows[sq] = int32((sq+1)*qlen - 1)
+		for i := range qlen {
+			p := ctx + i
+			pos[sq*qlen+i] = int32(p)
+			slots[sq*qlen+i] = blocks[p/bs]*int32(bs) + int32(p%bs)
+		}
 	}
 	rope := kernels.RoPEParams{Heads: s.heads, HeadDim: s.headDim, Dims: s.headDim, Base: 100000, FreqScale: 1, Interleaved: true}
 	ropeK := rope
 	ropeK.Heads = s.kvHeads
-	ap := kernels.AttnParams{Heads: s.heads, KVHeads: s.kvHeads, HeadDim: s.headDim, Scale: 0.125,
-		Seqs: []kernels.AttnSeq{{QueryLen: T, KVLen: ctx + T, Blocks: blocks}}}
+	ap := kernels.AttnParams{Heads: s.heads, KVHeads: s.kvHeads, HeadDim: s.headDim, Scale: 0.125, Seqs: seqs}
 	for l := 0; l < s.layers; l++ {
 		be.RMSNorm(h, x, m.norm, 1e-5)
 		be.MatMul(q, h, m.q[l])
@@ -98,16 +113,18 @@ func (m *synthModel) forward(cache kernels.KVCache, x kernels.Tensor, ctx int, b
 		be.MatMul(o, g, m.d[l])
 		be.Add(x, o)
 	}
-	last, logits := be.NewTensor(1, s.dim), be.NewTensor(1, s.vocab)
-	be.Gather(last, x, []int32{int32(T - 1)})
+	last, logits := be.NewTensor(nseq, s.dim), be.NewTensor(nseq, s.vocab)
+	be.Gather(last, x, lastRows)
 	be.RMSNorm(last, last, m.norm, 1e-5)
 	be.MatMul(logits, last, m.head)
 }
 
 // BenchmarkForward measures whole forward passes of a SmolLM2-135M-shaped
 // model: batch-1 decode at 64 tokens of context (llama-bench's tg128 averages
-// about that) and a 512-token prompt (llama-bench's pp512). tok/s is the
-// figure to compare with llama.cpp on the same machine.
+// about that), one decode step of 16 sequences at that context (the batched
+// decode of issue #3: its tok/s over batch-1's is the batching speedup) and
+// a 512-token prompt (llama-bench's pp512). tok/s is the figure to compare
+// with llama.cpp on the same machine.
 func BenchmarkForward(b *testing.B) {
 	for _, act := range []kernels.Activations{kernels.ActQ8, kernels.ActF32} {
 		be := newBackend(b, Config{Threads: benchThreads(), MaxLevel: LevelAVX512, Activations: act})
@@ -119,26 +136,23 @@ func benchForward(b *testing.B, be *Backend, act kernels.Activations) {
 	m := newSynthModel(b, be)
 	s := smolShape
 	for _, c := range []struct {
-		name   string
-		ctx, T int
-	}{{"decode/ctx=64", 64, 1}, {"prefill/512", 0, 512}} {
+		name         string
+		ctx, T, seqs int
+	}{{"decode/ctx=64", 64, 1, 1}, {"decode16/ctx=64", 64, 16, 16}, {"prefill/512", 0, 512, 1}} {
 		b.Run(fmt.Sprintf("%s/act=%v", c.name, act), func(b *testing.B) {
-			spec := kernels.KVSpec{Layers: s.layers, Blocks: (c.ctx + c.T + 15) / 16, BlockSize: 16,
+			blocksPer := (c.ctx + c.T/c.seqs + 15) / 16
+			spec := kernels.KVSpec{Layers: s.layers, Blocks: c.seqs * blocksPer, BlockSize: 16,
 				KVHeads: s.kvHeads, HeadDim: s.headDim, DType: kernels.KVF16}
 			cache, err := be.NewKVCache(spec)
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer cache.Close()
-			blocks := make([]int32, spec.Blocks)
-			for i := range blocks {
-				blocks[i] = int32(i)
-			}
 			x := be.NewTensor(c.T, s.dim)
 			init := randVec(rand.New(rand.NewPCG(1, 1)), c.T*s.dim, 1)
 			for b.Loop() {
 				be.Write(x, init)
-				m.forward(cache, x, c.ctx, blocks)
+				m.forward(cache, x, c.ctx, c.seqs, blocksPer)
 			}
 			b.ReportMetric(float64(c.T)*float64(b.N)/b.Elapsed().Seconds(), "tok/s")
 		})

@@ -74,6 +74,9 @@ typedef struct {
 	// that two-step path (kernels.ActF32) without the scratch round trip.
 	// NULL where a level has none.
 	tk_tile_fn deq_tile[31];
+	// deq_row[type] decodes n values of one row like tk_dequant_row, with
+	// the same bits, faster; NULL where a level has none.
+	void (*deq_row[31])(const uint8_t *x, float *y, int n);
 	// Attention helpers. K and V blocks are widened to f32 once per work
 	// item and shared by all of its query rows and heads.
 	void (*cvt_f16)(float *dst, const uint16_t *src, int n);

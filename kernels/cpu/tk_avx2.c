@@ -12,6 +12,7 @@
 
 #define SFX(n) n##_avx2
 #define TK_VNNI 0
+#define TK_W512 0
 #define TK_MR 4
 #define TK_NR 2
 #include "tk_simd.h"

@@ -1,6 +1,7 @@
-// AVX-512 VNNI kernels (Intel Ice Lake / AMD Zen 4 on): 256-bit vectors with
-// the EVEX encoding, which gives the tiles 32 registers and vpdpbusd, the
-// u8 x s8 dot product that replaces maddubs+madd.
+// AVX-512 VNNI kernels (Intel Ice Lake / AMD Zen 4 on): the EVEX encoding
+// gives the tiles 32 registers and vpdpbusd, the u8 x s8 dot product that
+// replaces maddubs+madd; the full-precision tiles use 512-bit vectors
+// (tk_simd512.h).
 #include <math.h>
 #include <string.h>
 
@@ -12,6 +13,7 @@
 
 #define SFX(n) n##_avx512
 #define TK_VNNI 1
+#define TK_W512 1
 #define TK_MR 4
 #define TK_NR 4
 #include "tk_simd.h"

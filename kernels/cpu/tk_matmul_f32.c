@@ -9,6 +9,7 @@
 
 typedef struct {
 	tk_tile_fn fn;
+	void (*deq_row)(const uint8_t *x, float *y, int n);  // NULL: tk_dequant_row
 	int mr, nr;
 	int type;
 	const uint8_t *w;
@@ -33,7 +34,12 @@ static void mf_task(void *v, int chunk, int nchunks, int tid) {
 	for (int r = r0; r < r1; r += mr) {
 		int nrows = r1 - r < mr ? r1 - r : mr;
 		for (int i = 0; i < nrows; i++) {
-			tk_dequant_row(m->type, m->w + (size_t)(r + i) * m->ws, deq + (size_t)i * m->cols, m->cols);
+			const uint8_t *wr = m->w + (size_t)(r + i) * m->ws;
+			if (m->deq_row) {
+				m->deq_row(wr, deq + (size_t)i * m->cols, m->cols);
+			} else {
+				tk_dequant_row(m->type, wr, deq + (size_t)i * m->cols, m->cols);
+			}
 		}
 		for (int t = 0; t < m->T; t += nr) {
 			int nt = m->T - t < nr ? m->T - t : nr;
@@ -60,6 +66,7 @@ int tk_matmul_f32act(tk_pool *p, const tk_kernels *k, int type, const uint8_t *w
 	}
 	mf_args m = {
 	    .fn = k->tile[TK_F32],
+	    .deq_row = k->deq_row[type],
 	    .mr = k->mr,
 	    .nr = k->nr,
 	    .type = type,

@@ -1,6 +1,7 @@
 // SIMD kernels shared by the AVX2 and AVX-512 levels. The including file sets
 // the target (pragma GCC target), SFX (name suffix), TK_VNNI (1: use
-// _mm256_dpbusd_epi32, 0: maddubs+madd) and TK_MR/TK_NR (tile shape).
+// _mm256_dpbusd_epi32, 0: maddubs+madd), TK_W512 (1: the full-precision
+// kernels of tk_simd512.h) and TK_MR/TK_NR (tile shape).
 //
 // Every (weight row, activation row) pair owns one 8-lane accumulator and sees
 // the same instructions whatever the tile shape: the tile only decides how
@@ -164,6 +165,9 @@ static inline float SFX(load1)(const int T, const uint8_t *p, int k) {
 	}
 }
 
+#if TK_W512
+#include "tk_simd512.h"
+#else
 // float_body dots float weights with f32 activation rows; n is the column
 // count: 8-lane FMAs, then the tail in order.
 static inline __attribute__((always_inline)) void SFX(float_body)(
@@ -288,6 +292,8 @@ static inline __attribute__((always_inline)) void SFX(deq_body)(
 		for (int i = 0; i < MR; i++) out[(size_t)j * ldo + i] = SFX(hsum)(acc[i][j]);
 	}
 }
+
+#endif
 
 // DISPATCH instantiates BODY for every tile shape up to TK_MR x TK_NR.
 #define TILE_FN(NAME, BODY, T)                                                              \
@@ -472,6 +478,11 @@ static void SFX(fill)(tk_kernels *k) {
 	k->deq_tile[TK_Q4_0] = SFX(deq_tile_q4_0);
 	k->deq_tile[TK_Q4_1] = SFX(deq_tile_q4_1);
 	k->deq_tile[TK_Q8_0] = SFX(deq_tile_q8_0);
+#if TK_W512
+	k->deq_row[TK_Q4_0] = SFX(deq_row_q4_0);
+	k->deq_row[TK_Q4_1] = SFX(deq_row_q4_1);
+	k->deq_row[TK_Q8_0] = SFX(deq_row_q8_0);
+#endif
 	k->cvt_f16 = SFX(cvt_f16);
 	k->cvt_i8 = SFX(cvt_i8);
 	k->scores = SFX(scores);

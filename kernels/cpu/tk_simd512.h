@@ -1,0 +1,147 @@
+// 512-bit full-precision kernels of the AVX-512 level, included by
+// tk_simd.h in place of its 256-bit float_body and deq_body when TK_W512 is
+// set. Zen 5 and Intel server cores execute 512-bit FMAs at the same rate
+// as 256-bit ones, so 16-lane accumulators double the f32 tile throughput.
+//
+// Contract shared by float_body, deq_body and deq_row: every (weight row,
+// activation row) pair owns one 16-lane accumulator; lane l sums the
+// products of columns k = l (mod 16) in increasing k; hsum16 folds the lanes
+// in one fixed order. deq_body dequantizes in registers with exactly
+// tk_dequant_row's arithmetic and deq_row writes those same values to
+// memory, so the small-batch path (deq_tile) and the large-batch path
+// (deq_row then tile[TK_F32]) give identical bits and a row's result does not
+// depend on the batch size that picked the path.
+
+// hsum16 adds the upper eight lanes onto the lower eight, then sums those
+// with hsum's fixed tree.
+static inline float SFX(hsum16)(__m512 v) {
+	__m256 lo = _mm512_castps512_ps256(v);
+	__m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+	return SFX(hsum)(_mm256_add_ps(lo, hi));
+}
+
+// load16 converts 16 weights of a float type at element k of row p to f32.
+static inline __m512 SFX(load16)(const int T, const uint8_t *p, int k) {
+	switch (T) {
+	case TK_F16:
+		return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 2 * k)));
+	case TK_BF16:
+		return _mm512_castsi512_ps(_mm512_slli_epi32(
+		    _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p + 2 * k))), 16));
+	default:
+		return _mm512_loadu_ps((const float *)(p + 4 * k));
+	}
+}
+
+// float_body dots float weights with f32 activation rows; n is the column
+// count: 16-lane FMAs, then the tail in order.
+static inline __attribute__((always_inline)) void SFX(float_body)(
+    const int T, int n, const uint8_t *w, size_t ws, const int MR, const uint8_t *a,
+    size_t as, const int NR, float *out, size_t ldo) {
+	__m512 acc[TK_MR][TK_NR];
+	for (int i = 0; i < MR; i++) {
+		for (int j = 0; j < NR; j++) acc[i][j] = _mm512_setzero_ps();
+	}
+	int k = 0;
+	for (; k + 16 <= n; k += 16) {
+		__m512 wv[TK_MR];
+		for (int i = 0; i < MR; i++) {
+			if (T == TK_F32 || (k & 31) == 0) {  // one prefetch per cache line
+				_mm_prefetch((const char *)(w + (size_t)i * ws) + (T == TK_F32 ? 4 : 2) * k + TK_PF_DIST, _MM_HINT_T0);
+			}
+			wv[i] = SFX(load16)(T, w + (size_t)i * ws, k);
+		}
+		for (int j = 0; j < NR; j++) {
+			__m512 xv = _mm512_loadu_ps((const float *)(a + (size_t)j * as) + k);
+			for (int i = 0; i < MR; i++) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
+		}
+	}
+	for (int j = 0; j < NR; j++) {
+		const float *x = (const float *)(a + (size_t)j * as);
+		for (int i = 0; i < MR; i++) {
+			float s = SFX(hsum16)(acc[i][j]);
+			for (int kk = k; kk < n; kk++) s += SFX(load1)(T, w + (size_t)i * ws, kk) * x[kk];
+			out[(size_t)j * ldo + i] = s;
+		}
+	}
+}
+
+// lut16 is the 16 values a 4-bit block decodes to, (q - bias) * d + m for
+// q = 0..15, with tk_dequant_row's separate multiply and add. Q4_0 adds
+// m = +0 exactly as tk_dequant_row does.
+static inline __m512 SFX(lut16)(const int T, const uint8_t *p) {
+	const __m512 q = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+	__m512 d = _mm512_set1_ps(SFX(h2f)(p));
+	__m512 m = T == TK_Q4_1 ? _mm512_set1_ps(SFX(h2f)(p + 2)) : _mm512_setzero_ps();
+	__m512 bias = _mm512_set1_ps(T == TK_Q4_0 ? 8.0f : 0.0f);
+	return _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(q, bias), d), m);
+}
+
+// deq16 is values 16g..16g+15 of the legacy block at p. idx holds the
+// block's 16 quant bytes widened to 32 bits; the permute reads only the low
+// four bits of each lane, so the high nibbles need a shift and no mask.
+static inline __m512 SFX(deq16)(const int T, const uint8_t *p, int g, __m512 lut, __m512i idx) {
+	if (T == TK_Q8_0) {
+		__m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 2 + 16 * g)));
+		return _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_set1_ps(SFX(h2f)(p)));
+	}
+	return _mm512_permutexvar_ps(g ? _mm512_srli_epi32(idx, 4) : idx, lut);
+}
+
+static inline __m512i SFX(qidx)(const int T, const uint8_t *p) {
+	if (T == TK_Q8_0) {
+		return _mm512_setzero_si512();
+	}
+	return _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p + (T == TK_Q4_0 ? 2 : 4))));
+}
+
+// deq_body is float_body(TK_F32) over weights dequantized on the fly.
+static inline __attribute__((always_inline)) void SFX(deq_body)(
+    const int T, int nb, const uint8_t *w, size_t ws, const int MR, const uint8_t *a,
+    size_t as, const int NR, float *out, size_t ldo) {
+	__m512 acc[TK_MR][TK_NR];
+	for (int i = 0; i < MR; i++) {
+		for (int j = 0; j < NR; j++) acc[i][j] = _mm512_setzero_ps();
+	}
+	const size_t bb = T == TK_Q4_0 ? 18 : T == TK_Q4_1 ? 20 : 34;
+	for (int b = 0; b < nb; b++) {
+		const uint8_t *p[TK_MR];
+		__m512 lut[TK_MR];
+		__m512i idx[TK_MR];
+		for (int i = 0; i < MR; i++) {
+			p[i] = w + (size_t)i * ws + (size_t)b * bb;
+			_mm_prefetch((const char *)p[i] + TK_PF_DIST, _MM_HINT_T0);
+			lut[i] = T == TK_Q8_0 ? _mm512_setzero_ps() : SFX(lut16)(T, p[i]);
+			idx[i] = SFX(qidx)(T, p[i]);
+		}
+		for (int g = 0; g < 2; g++) {
+			__m512 wv[TK_MR];
+			for (int i = 0; i < MR; i++) wv[i] = SFX(deq16)(T, p[i], g, lut[i], idx[i]);
+			for (int j = 0; j < NR; j++) {
+				__m512 xv = _mm512_loadu_ps((const float *)(a + (size_t)j * as) + 32 * b + 16 * g);
+				for (int i = 0; i < MR; i++) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
+			}
+		}
+	}
+	for (int j = 0; j < NR; j++) {
+		for (int i = 0; i < MR; i++) out[(size_t)j * ldo + i] = SFX(hsum16)(acc[i][j]);
+	}
+}
+
+// deq_row writes n values of the legacy row at x to y, the same bits as
+// tk_dequant_row. It is where a large batch first touches each weight, so
+// it prefetches like the tiles do.
+static inline __attribute__((always_inline)) void SFX(deq_row_body)(const int T, const uint8_t *x, float *y, int n) {
+	const size_t bb = T == TK_Q4_0 ? 18 : T == TK_Q4_1 ? 20 : 34;
+	for (int b = 0; b < n / 32; b++, x += bb, y += 32) {
+		_mm_prefetch((const char *)x + TK_PF_DIST, _MM_HINT_T0);
+		__m512 lut = T == TK_Q8_0 ? _mm512_setzero_ps() : SFX(lut16)(T, x);
+		__m512i idx = SFX(qidx)(T, x);
+		_mm512_storeu_ps(y, SFX(deq16)(T, x, 0, lut, idx));
+		_mm512_storeu_ps(y + 16, SFX(deq16)(T, x, 1, lut, idx));
+	}
+}
+
+static void SFX(deq_row_q4_0)(const uint8_t *x, float *y, int n) { SFX(deq_row_body)(TK_Q4_0, x, y, n); }
+static void SFX(deq_row_q4_1)(const uint8_t *x, float *y, int n) { SFX(deq_row_body)(TK_Q4_1, x, y, n); }
+static void SFX(deq_row_q8_0)(const uint8_t *x, float *y, int n) { SFX(deq_row_body)(TK_Q8_0, x, y, n); }
