@@ -118,35 +118,30 @@ func argmax(v []float32) int32 {
 func TestGPUModelMatchesRef(t *testing.T) {
 	g := gpu(t)
 	prompt := []int32{5, 17, 3, 88, 42, 42, 9, 60, 1, 33, 71, 2, 8}
-	// mixed stands for a Q4_K_M file: no single type for every matrix.
-	const mixed = quant.Type(0xFFFF)
 	for _, tc := range []struct {
 		typ   quant.Type
 		tied  bool
 		dtype kernels.KVDType
-	}{{quant.Q4_1, true, kernels.KVF16}, {quant.Q4_0, false, kernels.KVF16}, {quant.Q8_0, true, kernels.KVF16},
-		{quant.F16, false, kernels.KVF16}, {quant.BF16, true, kernels.KVF16}, {quant.F32, false, kernels.KVF16},
-		{quant.Q4_1, true, kernels.KVInt8},
-		{quant.Q4_K, true, kernels.KVF16}, {quant.Q5_K, false, kernels.KVF16}, {quant.Q6_K, true, kernels.KVF16},
-		{quant.Q4_K, false, kernels.KVInt8}, {mixed, false, kernels.KVF16}, {mixed, true, kernels.KVInt8}} {
+		mixed bool // typ Q4_K with Q6_K and Q5_K matrices, as in a Q4_K_M file
+	}{{quant.Q4_1, true, kernels.KVF16, false}, {quant.Q4_0, false, kernels.KVF16, false}, {quant.Q8_0, true, kernels.KVF16, false},
+		{quant.F16, false, kernels.KVF16, false}, {quant.BF16, true, kernels.KVF16, false}, {quant.F32, false, kernels.KVF16, false},
+		{quant.Q4_1, true, kernels.KVInt8, false},
+		{quant.Q4_K, true, kernels.KVF16, false}, {quant.Q5_K, false, kernels.KVF16, false}, {quant.Q6_K, true, kernels.KVF16, false},
+		{quant.Q4_K, false, kernels.KVInt8, false}, {quant.Q4_K, false, kernels.KVF16, true}, {quant.Q4_K, true, kernels.KVInt8, true}} {
 		name := tc.typ.String()
-		if tc.typ == mixed {
+		if tc.mixed {
 			name = "Q4_K_M"
 		}
 		t.Run(name+"/kv-"+tc.dtype.String(), func(t *testing.T) {
 			cfg := llamatest.TinyConfig()
-			var src llamatest.Source
-			var err error
-			switch tc.typ {
-			case mixed:
+			if tc.typ == quant.Q4_K || tc.typ == quant.Q5_K || tc.typ == quant.Q6_K {
 				cfg = kquantConfig()
-				src, err = kquantMixed(cfg, 11, tc.tied)
-			case quant.Q4_K, quant.Q5_K, quant.Q6_K:
-				cfg = kquantConfig()
-				src, err = llamatest.Random(cfg, tc.typ, 11, tc.tied)
-			default:
-				src, err = llamatest.Random(cfg, tc.typ, 11, tc.tied)
 			}
+			random := llamatest.Random
+			if tc.mixed {
+				random = kquantMixed
+			}
+			src, err := random(cfg, tc.typ, 11, tc.tied)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -207,11 +202,11 @@ func kquantConfig() llama.Config {
 	return cfg
 }
 
-// kquantMixed mixes K-quant types the way llama.cpp's Q4_K_M does: Q4_K
-// for most matrices, Q6_K for the output (or the tied embedding), one
-// ffn_down and one attn_v, and here Q5_K for another attn_v.
-func kquantMixed(cfg llama.Config, seed uint64, tied bool) (llamatest.Source, error) {
-	src, err := llamatest.Random(cfg, quant.Q4_K, seed, tied)
+// kquantMixed mixes K-quant types the way llama.cpp's Q4_K_M does: base
+// (Q4_K there) for most matrices, Q6_K for the output (or the tied
+// embedding), one ffn_down and one attn_v, and here Q5_K for another attn_v.
+func kquantMixed(cfg llama.Config, base quant.Type, seed uint64, tied bool) (llamatest.Source, error) {
+	src, err := llamatest.Random(cfg, base, seed, tied)
 	if err != nil {
 		return nil, err
 	}
