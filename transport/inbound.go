@@ -28,12 +28,28 @@ type Inbound struct {
 	// partly filled block belongs to layer staged (-1 when none).
 	staging []byte
 	staged  int
+	inPlace bool // the sender writes the blocks itself (OpenInPlace)
 }
 
 // Open attaches a stream to a reserved transfer. dst lists leased blocks in
 // payload order: layer L's payload is the concatenation of those blocks'
 // bytes for L. firstSeq is the sequence number of the Open frame itself.
 func (r *Receiver) Open(g Grant, dst []int32, firstSeq uint64) (*Inbound, error) {
+	return r.open(g, dst, firstSeq, false)
+}
+
+// OpenInPlace is Open for a sender that writes the payload straight into the
+// leased blocks, holding the lease's fence key (see Fence): no chunks follow,
+// only LayerEnds and the Commit, which disarms the blocks before they are
+// ready. It needs a receiver with a fence.
+func (r *Receiver) OpenInPlace(g Grant, dst []int32, firstSeq uint64) (*Inbound, error) {
+	if r.cfg.Fence == nil {
+		return nil, fmt.Errorf("%w: in-place transfer to a receiver without a fence", ErrProtocol)
+	}
+	return r.open(g, dst, firstSeq, true)
+}
+
+func (r *Receiver) open(g Grant, dst []int32, firstSeq uint64, inPlace bool) (*Inbound, error) {
 	if err := verifyGrant(r.cfg.Secret, g, r.cfg.Local.NodeID, r.cfg.Clock.Now()); err != nil {
 		return nil, err
 	}
@@ -79,7 +95,7 @@ func (r *Receiver) Open(g Grant, dst []int32, firstSeq uint64) (*Inbound, error)
 	return &Inbound{
 		r: r, l: l, dst: append([]int32(nil), dst...), bb: r.cfg.Local.Spec.BlockBytes(),
 		layer: make([]uint64, layers), ended: make([]bool, layers), nextSeq: firstSeq + 1,
-		staged: -1,
+		staged: -1, inPlace: inPlace,
 	}, nil
 }
 
@@ -99,7 +115,15 @@ func (in *Inbound) LayerEnd(seq uint64, layer int) error {
 		if err := in.checkLayer(layer); err != nil {
 			return err
 		}
-		if want := uint64(len(in.dst) * in.bb); in.layer[layer] != want {
+		want := uint64(len(in.dst) * in.bb)
+		if in.inPlace {
+			// The bytes are already in place: the sender wrote them
+			// holding the fence key, which is what admits them.
+			in.layer[layer] = want
+			in.l.bytes += want
+			in.l.expiry = in.r.cfg.Clock.Now().Add(in.r.cfg.LeaseTTL)
+		}
+		if in.layer[layer] != want {
 			return fmt.Errorf("%w: layer %d ended after %d of %d bytes", ErrProtocol, layer, in.layer[layer], want)
 		}
 		in.ended[layer] = true
@@ -114,6 +138,13 @@ func (in *Inbound) Commit(seq uint64) ([]int32, error) {
 	err := in.guard(seq, func() error {
 		if in.nEnded != len(in.ended) {
 			return fmt.Errorf("%w: commit after %d of %d layers", ErrProtocol, in.nEnded, len(in.ended))
+		}
+		// Ready blocks belong to the owner alone: close them to writers
+		// first. A correct sender finished every write before its commit.
+		if in.l.key != 0 {
+			if stuck := in.r.cfg.Fence.Disarm(in.l.blocks, in.l.key); len(stuck) > 0 {
+				return fmt.Errorf("%w: %d blocks still being written at commit", ErrProtocol, len(stuck))
+			}
 		}
 		in.l.state = stateReady
 		in.l.expiry = in.r.cfg.Clock.Now().Add(in.r.cfg.LeaseTTL)
@@ -171,6 +202,9 @@ func (in *Inbound) checkLayer(layer int) error {
 func (in *Inbound) chunkLocked(layer int, offset uint64, data []byte, crc uint32) error {
 	if err := in.checkLayer(layer); err != nil {
 		return err
+	}
+	if in.inPlace {
+		return fmt.Errorf("%w: chunk on an in-place transfer", ErrProtocol)
 	}
 	total := uint64(len(in.dst) * in.bb)
 	switch got := in.layer[layer]; {

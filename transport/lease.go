@@ -25,6 +25,9 @@ type Lease struct {
 	Epoch      uint64
 	Expiry     time.Time
 	Blocks     []int32
+	// FenceKey admits in-place writes to Blocks while the lease lives
+	// (see Fence); 0 when the receiver has no fence.
+	FenceKey uint64
 }
 
 // leaseState: allocating -> reserved -> streaming -> ready -> claimed, with
@@ -51,6 +54,7 @@ func (s leaseState) final() bool { return s == stateClaimed || s == stateFreed }
 // what keeps a late write out of reused blocks.
 type lease struct {
 	grant Grant
+	key   uint64 // fence key; 0 without a fence
 
 	mu       sync.Mutex
 	state    leaseState
@@ -82,5 +86,6 @@ func (l *lease) public() Lease {
 		Epoch:      l.grant.Epoch,
 		Expiry:     l.expiry,
 		Blocks:     append([]int32(nil), l.blocks...),
+		FenceKey:   l.key,
 	}
 }

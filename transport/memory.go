@@ -45,6 +45,25 @@ func NewHostMemory(spec kernels.KVSpec) (*HostMemory, error) {
 	return m, nil
 }
 
+// HostMemoryOver wraps caller-allocated regions, one per layer of
+// exactly spec.Blocks*BlockBytes bytes (memory shared with another process,
+// for instance).
+func HostMemoryOver(spec kernels.KVSpec, regions [][]byte) (*HostMemory, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	size := spec.Blocks * spec.BlockBytes()
+	if len(regions) != spec.Layers {
+		return nil, fmt.Errorf("%w: %d regions for %d layers", ErrInvalid, len(regions), spec.Layers)
+	}
+	for l, r := range regions {
+		if len(r) != size {
+			return nil, fmt.Errorf("%w: region %d has %d bytes, want %d", ErrInvalid, l, len(r), size)
+		}
+	}
+	return &HostMemory{spec: spec, regions: regions}, nil
+}
+
 // Spec returns the memory's shape.
 func (m *HostMemory) Spec() kernels.KVSpec { return m.spec }
 

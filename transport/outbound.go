@@ -59,6 +59,15 @@ type Stream interface {
 	Close(cause error) error
 }
 
+// InPlaceStream is a Stream that may write chunks straight into the
+// receiver's memory (shared memory; RDMA): InPlace reports whether this one
+// does. Nothing crosses a wire then, so Outbound computes no CRC32C and
+// passes 0.
+type InPlaceStream interface {
+	Stream
+	InPlace() bool
+}
+
 // BlockPair is one (source block, destination block) descriptor.
 type BlockPair struct{ Src, Dst int32 }
 
@@ -91,6 +100,9 @@ type Outbound struct {
 	bb    int
 	sent  []bool
 	nSent int
+	// inPlace: the stream writes chunks straight into the receiver's
+	// memory, so no bytes cross a wire and no checksum is computed.
+	inPlace bool
 
 	once  sync.Once
 	err   error
@@ -120,6 +132,9 @@ func Push(ctx context.Context, conn Conn, src Memory, plan Plan) (*Outbound, err
 		return nil, err
 	}
 	o.s = s
+	if ip, ok := s.(InPlaceStream); ok {
+		o.inPlace = ip.InPlace()
+	}
 	o.sent = make([]bool, src.Spec().Layers)
 	return o, nil
 }
@@ -157,8 +172,10 @@ func (o *Outbound) SendLayer(ctx context.Context, layer int) error {
 			return o.fail(err)
 		}
 		var crc uint32
-		for _, s := range segs {
-			crc = crc32.Update(crc, castagnoli, s)
+		if !o.inPlace {
+			for _, s := range segs {
+				crc = crc32.Update(crc, castagnoli, s)
+			}
 		}
 		if err := o.s.SendChunk(ctx, layer, uint64(off), segs, crc); err != nil {
 			return o.fail(err)

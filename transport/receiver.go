@@ -24,8 +24,11 @@ type ReceiverConfig struct {
 	// TombstoneTTL is how long an ended transfer's id and epoch are
 	// remembered, so a late Reserve or Open for it is refused.
 	TombstoneTTL time.Duration
-	Clock        Clock
-	Logger       *slog.Logger
+	// Fence, when set, guards leased blocks against in-place writers
+	// (shared memory): every lease is armed with its own key.
+	Fence  Fence
+	Clock  Clock
+	Logger *slog.Logger
 }
 
 // DefaultReceiverConfig returns defaults for local; fill Secret.
@@ -71,10 +74,12 @@ type Receiver struct {
 	mem   Memory
 	alloc BlockAllocator
 
-	mu     sync.Mutex
-	leases map[string]*lease
-	tombs  map[string]tombstone
-	closed bool
+	mu         sync.Mutex
+	leases     map[string]*lease
+	tombs      map[string]tombstone
+	closed     bool
+	key        uint64        // last lease key handed out
+	quarantine []quarantined // blocks stalled in-place writers still hold
 
 	wakeAt time.Time // when the reaper next runs; zero while it scans or idles; guarded by mu
 	kick   chan struct{}
@@ -105,6 +110,13 @@ func NewReceiver(cfg ReceiverConfig, mem Memory, alloc BlockAllocator) (*Receive
 	go r.reap()
 	return r, nil
 }
+
+// Memory is the registered memory transfers land in.
+func (r *Receiver) Memory() Memory { return r.mem }
+
+// Fence is the fence guarding leased blocks against in-place writers, or
+// nil.
+func (r *Receiver) Fence() Fence { return r.cfg.Fence }
 
 // Descriptor returns the local descriptor shared at handshake.
 func (r *Receiver) Descriptor() Descriptor { return r.cfg.Local }
@@ -148,6 +160,9 @@ func (r *Receiver) Reserve(ctx context.Context, g Grant, n int) (Lease, error) {
 		superseded = old
 	}
 	r.leases[g.TransferID] = l
+	if r.cfg.Fence != nil {
+		l.key = r.nextKeyLocked()
+	}
 	r.mu.Unlock()
 	if superseded != nil {
 		r.end(superseded, stateFreed, fmt.Errorf("%w: superseded by epoch %d", ErrStaleEpoch, g.Epoch), nil)
@@ -169,6 +184,9 @@ func (r *Receiver) Reserve(ctx context.Context, g Grant, n int) (Lease, error) {
 		l.mu.Unlock()
 		r.alloc.Free(blocks)
 		return Lease{}, cause
+	}
+	if l.key != 0 {
+		r.cfg.Fence.Arm(blocks, l.key)
 	}
 	l.blocks = blocks
 	l.owned = make(map[int32]struct{}, n)
@@ -310,6 +328,9 @@ func (r *Receiver) Close() error {
 	for _, l := range all {
 		r.end(l, stateFreed, ErrClosed, nil)
 	}
+	if r.cfg.Fence != nil && r.retryQuarantine() {
+		r.cfg.Logger.Warn("closing with KV blocks still held by stalled in-place writers", "blocks", r.Quarantined())
+	}
 	return nil
 }
 
@@ -349,7 +370,7 @@ func (r *Receiver) end(l *lease, to leaseState, cause error, check func() bool) 
 	l.mu.Unlock()
 
 	if to == stateFreed && from != stateAllocating {
-		r.alloc.Free(blocks)
+		r.release(blocks, l.key)
 	}
 	r.mu.Lock()
 	if r.leases[l.grant.TransferID] == l {
@@ -455,6 +476,11 @@ func (r *Receiver) sweep(now time.Time) time.Time {
 		}
 		if next.IsZero() || exp.Before(next) {
 			next = exp
+		}
+	}
+	if r.cfg.Fence != nil && r.retryQuarantine() {
+		if retry := now.Add(quarantineRetry); next.IsZero() || retry.Before(next) {
+			next = retry
 		}
 	}
 	r.mu.Lock()

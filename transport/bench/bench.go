@@ -62,6 +62,9 @@ type SizeResult struct {
 	TCPGbps    float64 `json:"tcp_gbps"`
 	SHMGbps    float64 `json:"shm_gbps"`
 	MemcpyGbps float64 `json:"memcpy_gbps"`
+	// The ratios are medians of per-round ratios (see interleave).
+	GRPCVsTCP   float64 `json:"grpc_vs_tcp"`
+	SHMVsMemcpy float64 `json:"shm_vs_memcpy"`
 }
 
 // Report is the benchmark's JSON output. The top-level throughputs are the
@@ -141,36 +144,35 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 
 	for _, size := range opts.Sizes {
 		n := size / sweepBlock
-		r := SizeResult{Bytes: size}
-		push := func(c func() (time.Duration, error)) (float64, error) { return median(ctx, opts, size, c) }
-		if r.GRPCGbps, err = push(func() (time.Duration, error) { d, _, err := e.transfer(ctx, e.grpc, n, opts.ChunkBytes); return d, err }); err != nil {
-			return nil, fmt.Errorf("bench: grpc %d: %w", size, err)
-		}
-		if r.TCPGbps, err = push(func() (time.Duration, error) { return tcp.transfer(ctx, src[:size]) }); err != nil {
-			return nil, fmt.Errorf("bench: tcp %d: %w", size, err)
-		}
-		if r.SHMGbps, err = push(func() (time.Duration, error) {
+		grpc := func() (time.Duration, error) { d, _, err := e.transfer(ctx, e.grpc, n, opts.ChunkBytes); return d, err }
+		shmc := func() (time.Duration, error) {
 			d, _, err := e.transfer(ctx, e.shm, n, opts.SHMChunkBytes)
 			return d, err
-		}); err != nil {
-			return nil, fmt.Errorf("bench: shm %d: %w", size, err)
 		}
-		if r.MemcpyGbps, err = push(func() (time.Duration, error) { return memcpy(memDst[:size], src[:size]), nil }); err != nil {
-			return nil, err
+		tcpc := func() (time.Duration, error) { return tcp.transfer(ctx, src[:size]) }
+		memc := func() (time.Duration, error) { return memcpy(memDst[:size], src[:size]), nil }
+		ops := []func() (time.Duration, error){grpc, tcpc, shmc, memc}
+		if size == 1<<20 {
+			ops = append(ops, func() (time.Duration, error) {
+				d, _, err := e.transfer(ctx, e.grpcTLS, n, opts.ChunkBytes)
+				return d, err
+			})
+		}
+		rounds, err := interleave(ctx, opts, size, ops)
+		if err != nil {
+			return nil, fmt.Errorf("bench: %d bytes: %w", size, err)
+		}
+		r := SizeResult{
+			Bytes: size, GRPCGbps: medianOf(rounds, 0), TCPGbps: medianOf(rounds, 1),
+			SHMGbps: medianOf(rounds, 2), MemcpyGbps: medianOf(rounds, 3),
+			GRPCVsTCP: medianRatio(rounds, 0, 1), SHMVsMemcpy: medianRatio(rounds, 2, 3),
 		}
 		rep.Sizes = append(rep.Sizes, r)
 		if size == 1<<20 {
 			rep.GRPCGbps, rep.TCPGbps, rep.SHMGbps, rep.MemcpyGbps = r.GRPCGbps, r.TCPGbps, r.SHMGbps, r.MemcpyGbps
-			if rep.GRPCMTLSGbps, err = push(func() (time.Duration, error) {
-				d, _, err := e.transfer(ctx, e.grpcTLS, n, opts.ChunkBytes)
-				return d, err
-			}); err != nil {
-				return nil, fmt.Errorf("bench: grpc mtls: %w", err)
-			}
+			rep.GRPCVsTCP, rep.SHMVsMemcpy = r.GRPCVsTCP, r.SHMVsMemcpy
+			rep.GRPCMTLSGbps = medianOf(rounds, 4)
 		}
-	}
-	if rep.TCPGbps > 0 && rep.MemcpyGbps > 0 {
-		rep.GRPCVsTCP, rep.SHMVsMemcpy = rep.GRPCGbps/rep.TCPGbps, rep.SHMGbps/rep.MemcpyGbps
 	}
 	if err := kv1024(ctx, opts, dir, rep); err != nil {
 		return nil, err
@@ -247,28 +249,54 @@ func memcpy(dst, src []byte) time.Duration {
 	return time.Since(start)
 }
 
-// median repeats a timed operation for at least MinTime per run and
-// returns the median throughput of opts.Runs runs in GB/s.
-func median(ctx context.Context, opts Options, bytes int, op func() (time.Duration, error)) (float64, error) {
-	if _, err := op(); err != nil { // warm up connections and caches
-		return 0, err
-	}
-	var gbps []float64
-	for range opts.Runs {
-		var busy time.Duration
-		iters := 0
-		for start := time.Now(); time.Since(start) < opts.MinTime || iters < 3; iters++ {
-			if err := ctx.Err(); err != nil {
-				return 0, err
-			}
-			d, err := op()
-			if err != nil {
-				return 0, err
-			}
-			busy += d
+// interleave measures ops in rounds: each round runs every op in turn for
+// at least MinTime and records its throughput in GB/s, so a baseline and
+// the figure compared with it always share the machine's state of the
+// moment (these hosts are noisy). rounds[i][j] is op j in round i.
+func interleave(ctx context.Context, opts Options, bytes int, ops []func() (time.Duration, error)) ([][]float64, error) {
+	for _, op := range ops { // warm up connections and caches
+		if _, err := op(); err != nil {
+			return nil, err
 		}
-		gbps = append(gbps, float64(bytes)*float64(iters)/busy.Seconds()/1e9)
 	}
-	slices.Sort(gbps)
-	return gbps[len(gbps)/2], nil
+	rounds := make([][]float64, opts.Runs)
+	for i := range rounds {
+		for _, op := range ops {
+			var busy time.Duration
+			iters := 0
+			for start := time.Now(); time.Since(start) < opts.MinTime || iters < 3; iters++ {
+				if err := ctx.Err(); err != nil {
+					return nil, err
+				}
+				d, err := op()
+				if err != nil {
+					return nil, err
+				}
+				busy += d
+			}
+			rounds[i] = append(rounds[i], float64(bytes)*float64(iters)/busy.Seconds()/1e9)
+		}
+	}
+	return rounds, nil
+}
+
+// medianOf is the median over rounds of op j's throughput.
+func medianOf(rounds [][]float64, j int) float64 {
+	v := make([]float64, len(rounds))
+	for i, r := range rounds {
+		v[i] = r[j]
+	}
+	slices.Sort(v)
+	return v[len(v)/2]
+}
+
+// medianRatio is the median over rounds of op a's throughput over op b's
+// in the same round.
+func medianRatio(rounds [][]float64, a, b int) float64 {
+	v := make([]float64, len(rounds))
+	for i, r := range rounds {
+		v[i] = r[a] / r[b]
+	}
+	slices.Sort(v)
+	return v[len(v)/2]
 }

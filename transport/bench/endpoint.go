@@ -55,12 +55,20 @@ func newEndpoint(ctx context.Context, spec kernels.KVSpec, dir string, opts Opti
 			region[i] = byte(i * 7)
 		}
 	}
-	dst, err := transport.NewHostMemory(spec)
+	// The receiver's KV memory lives in a memfd, as the CPU backend's KV
+	// cache does, so the shared-memory sender writes it in place.
+	dst, err := shm.NewMemory(spec)
 	if err != nil {
 		return nil, err
 	}
+	e.closer = append(e.closer, func() { dst.Close() })
+	fence, err := shm.NewFence(spec.Blocks)
+	if err != nil {
+		return nil, err
+	}
+	e.closer = append(e.closer, func() { fence.Close() })
 	rc := transport.DefaultReceiverConfig(descriptor(decodeNode, spec))
-	rc.Secret, rc.Logger = e.secret, log
+	rc.Secret, rc.Logger, rc.Fence = e.secret, log, fence
 	if e.recv, err = transport.NewReceiver(rc, dst, e.alloc); err != nil {
 		return nil, err
 	}

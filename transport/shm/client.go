@@ -8,8 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	transportv1 "github.com/tandemserve/tandem/proto/transport/v1"
 	"github.com/tandemserve/tandem/transport"
 	"github.com/tandemserve/tandem/transport/wire"
@@ -28,6 +26,13 @@ type Conn struct {
 	r    *reader
 	wbuf []byte
 
+	// rem is the receiver's KV file and fence, mapped for in-place
+	// writes; nil when the receiver offered none (the sender stages).
+	rem *remote
+	// keys holds the fence keys of reservations not yet pushed.
+	keysMu sync.Mutex
+	keys   map[string]fenceKey
+
 	idleMu sync.Mutex
 	idle   []*pipe // connections whose last push committed cleanly
 	closed bool
@@ -36,20 +41,33 @@ type Conn struct {
 // maxIdle bounds the pipes kept for reuse per Conn.
 const maxIdle = 4
 
-// pipe is one push connection and its staging segment. Creating them costs
-// a socket, a handshake, memfd_create and two mmaps; a committed pipe is
-// reused, so a small transfer pays only its control messages.
+// maxPendingKeys bounds the fence keys of reservations never pushed nor
+// cancelled that a Conn remembers.
+const maxPendingKeys = 4096
+
+// fenceKey is a reservation's fence key, for the epoch it was granted.
+type fenceKey struct {
+	epoch uint64
+	key   uint64
+}
+
+// pipe is one push connection and, once a staged push needed it, its
+// staging segment. Creating them costs a socket, a handshake,
+// memfd_create and two mmaps; a committed pipe is reused, so a small
+// transfer pays only its control messages.
 type pipe struct {
-	uc     *net.UnixConn
-	r      *reader
-	seg    *segment
-	reused bool
+	uc        *net.UnixConn
+	r         *reader
+	seg       *segment
+	segShared bool // the receiver has seg mapped from an earlier push
 }
 
 func (p *pipe) close() {
 	p.uc.Close()
 	p.r.close()
-	p.seg.close()
+	if p.seg != nil {
+		p.seg.close()
+	}
 }
 
 var (
@@ -65,13 +83,47 @@ func Dial(ctx context.Context, cfg Config, path string, local transport.Descript
 	if err := local.Validate(); err != nil {
 		return nil, err
 	}
-	c := &Conn{cfg: cfg, path: path, local: local}
+	c := &Conn{cfg: cfg, path: path, local: local, keys: make(map[string]fenceKey)}
 	ctl, r, peer, err := c.connect(ctx)
 	if err != nil {
 		return nil, err
 	}
 	c.ctl, c.r, c.peer = ctl, r, peer
+	if !cfg.StageOnly {
+		if err := c.mapRegions(ctx); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
 	return c, nil
+}
+
+// mapRegions asks the receiver for its KV file and fence and maps them, so
+// transfers write leased blocks in place. A receiver without them (device
+// memory) answers empty and transfers stage their chunks.
+func (c *Conn) mapRegions(ctx context.Context) error {
+	resp, err := c.call(ctx, &transportv1.ShmRequest{Kind: &transportv1.ShmRequest_MapRegions{MapRegions: &transportv1.MapRegions{}}})
+	if err != nil {
+		return err
+	}
+	m := resp.GetRegions()
+	if m == nil {
+		return fmt.Errorf("%w: shm: map answered with %T", transport.ErrProtocol, resp.GetKind())
+	}
+	if len(m.GetLayerOffsets()) == 0 {
+		c.cfg.Logger.Debug("shm receiver offers no in-place writes; staging", "path", c.path)
+		return nil
+	}
+	fds, err := c.r.takeFDs(2)
+	if err != nil {
+		return err
+	}
+	defer closeFDs(fds) // the mappings keep the files alive
+	c.rem, err = mapRemote(c.peer.Spec, regionsMsg{
+		offsets: m.GetLayerOffsets(), fileBytes: m.GetKvFileBytes(),
+		fenceBlocks: m.GetFenceBlocks(), writer: m.GetWriter(),
+	}, fds[0], fds[1])
+	return err
 }
 
 // connect opens a socket and handshakes on it.
@@ -82,7 +134,7 @@ func (c *Conn) connect(ctx context.Context) (*net.UnixConn, *reader, transport.D
 		return nil, nil, transport.Descriptor{}, fmt.Errorf("%w: shm: dial %s: %w", transport.ErrPeerLost, c.path, err)
 	}
 	uc := nc.(*net.UnixConn)
-	r := newReader(uc)
+	r := newReader(uc, 2)
 	hs := &transportv1.ShmRequest{Kind: &transportv1.ShmRequest_Handshake{Handshake: &transportv1.HandshakeRequest{Sender: wire.Descriptor(c.local)}}}
 	resp, err := roundTrip(ctx, uc, r, nil, hs)
 	var peer transport.Descriptor
@@ -168,11 +220,39 @@ func (c *Conn) Reserve(ctx context.Context, g transport.Grant, n int) (transport
 	if err != nil {
 		return transport.Lease{}, err
 	}
-	return wire.Lease(g, resp.GetReserve()), nil
+	l := wire.Lease(g, resp.GetReserve())
+	if c.rem != nil && l.FenceKey != 0 {
+		c.keysMu.Lock()
+		if len(c.keys) >= maxPendingKeys {
+			for id := range c.keys { // forget one: that transfer will stage
+				delete(c.keys, id)
+				break
+			}
+		}
+		c.keys[g.TransferID] = fenceKey{epoch: g.Epoch, key: l.FenceKey}
+		c.keysMu.Unlock()
+	}
+	return l, nil
+}
+
+// takeKey returns (and forgets) the fence key reserved for g, or 0.
+func (c *Conn) takeKey(g transport.Grant) uint64 {
+	c.keysMu.Lock()
+	defer c.keysMu.Unlock()
+	k, ok := c.keys[g.TransferID]
+	if !ok {
+		return 0
+	}
+	delete(c.keys, g.TransferID)
+	if k.epoch != g.Epoch {
+		return 0
+	}
+	return k.key
 }
 
 // Cancel ends the transfer at the receiver.
 func (c *Conn) Cancel(ctx context.Context, g transport.Grant, reason string) error {
+	c.takeKey(g)
 	_, err := c.call(ctx, &transportv1.ShmRequest{Kind: &transportv1.ShmRequest_Cancel{Cancel: &transportv1.CancelRequest{Grant: wire.Grant(g), Reason: reason}}})
 	return err
 }
@@ -181,6 +261,7 @@ func (c *Conn) Cancel(ctx context.Context, g transport.Grant, reason string) err
 // own and end on their own Close.
 func (c *Conn) Close() error {
 	c.idleMu.Lock()
+	first := !c.closed
 	c.closed = true
 	idle := c.idle
 	c.idle = nil
@@ -188,255 +269,11 @@ func (c *Conn) Close() error {
 	for _, p := range idle {
 		p.close()
 	}
+	if c.rem != nil && first {
+		c.rem.drop() // unmapped once the last in-place stream closes too
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.r.close()
 	return c.ctl.Close()
-}
-
-// OpenStream starts one transfer on an idle pipe or a new one.
-func (c *Conn) OpenStream(ctx context.Context, g transport.Grant, dst []int32) (transport.Stream, error) {
-	p, err := c.takePipe(ctx)
-	if err != nil {
-		return nil, err
-	}
-	s := &stream{conn: c, p: p, free: make(chan int, p.seg.slots), acks: make(chan transport.Ack, c.peer.Spec.Layers+1), ended: make(chan struct{})}
-	for i := range p.seg.slots {
-		s.free <- i
-	}
-	stop := bindDeadline(ctx, p.uc)
-	start := &transportv1.ShmRequest{Kind: &transportv1.ShmRequest_StartPush{StartPush: &transportv1.StartPush{Slots: uint32(p.seg.slots), SlotBytes: uint32(p.seg.slot), Reuse: p.reused}}}
-	if p.reused {
-		s.wbuf, err = writeMsg(p.uc, s.wbuf, start)
-	} else {
-		s.wbuf, err = writeMsg(p.uc, s.wbuf, start, p.seg.fd)
-		// The receiver holds its own descriptor now; the mapping keeps ours.
-		unix.Close(p.seg.fd)
-		p.seg.fd = -1
-	}
-	stop()
-	if err != nil {
-		err = ioError(ctx, err)
-		p.close()
-		return nil, err
-	}
-	p.uc.SetDeadline(time.Time{})
-	s.wg.Add(1)
-	go s.recvLoop()
-	open := &transportv1.Frame{Kind: &transportv1.Frame_Open{Open: &transportv1.Open{Grant: wire.Grant(g), DstBlocks: dst}}}
-	if err := s.send(ctx, open); err != nil {
-		s.Close(err)
-		return nil, err
-	}
-	return s, nil
-}
-
-func (c *Conn) takePipe(ctx context.Context) (*pipe, error) {
-	c.idleMu.Lock()
-	if n := len(c.idle); n > 0 {
-		p := c.idle[n-1]
-		c.idle = c.idle[:n-1]
-		c.idleMu.Unlock()
-		return p, nil
-	}
-	c.idleMu.Unlock()
-	uc, r, _, err := c.connect(ctx)
-	if err != nil {
-		return nil, err
-	}
-	seg, err := createSegment(c.cfg.Slots, c.cfg.SlotBytes)
-	if err != nil {
-		uc.Close()
-		r.close()
-		return nil, err
-	}
-	return &pipe{uc: uc, r: r, seg: seg}, nil
-}
-
-// putPipe keeps a cleanly committed pipe for the next transfer.
-func (c *Conn) putPipe(p *pipe) {
-	p.reused = true
-	c.idleMu.Lock()
-	if !c.closed && len(c.idle) < maxIdle {
-		c.idle = append(c.idle, p)
-		p = nil
-	}
-	c.idleMu.Unlock()
-	if p != nil {
-		p.close()
-	}
-}
-
-// stream is the sender half of one transfer. One goroutine sends;
-// recvLoop (owned, joined by Close) reads acknowledgements and slot returns.
-type stream struct {
-	conn *Conn
-	p    *pipe
-	seq  uint64
-	wbuf []byte
-	req  transportv1.ShmRequest
-	fr   transportv1.Frame
-	sc   transportv1.ShmChunk
-
-	free      chan int
-	acks      chan transport.Ack
-	ended     chan struct{} // closed when recvLoop ends; err is then set
-	err       error
-	committed bool // recvLoop saw the commit and stopped reading; set before ended closes
-	wg        sync.WaitGroup
-	once      sync.Once
-}
-
-func (s *stream) recvLoop() {
-	defer s.wg.Done()
-	defer close(s.ended)
-	resp := new(transportv1.ShmResponse)
-	for {
-		resp.Reset()
-		if err := s.p.r.read(resp); err != nil {
-			s.err = fmt.Errorf("%w: shm: %w", transport.ErrPeerLost, err)
-			return
-		}
-		if f := resp.GetFailure(); f != nil {
-			s.err = wire.FromFailure(f)
-			return
-		}
-		a := resp.GetAck()
-		switch k := a.GetKind().(type) {
-		case *transportv1.Ack_SlotFree:
-			if k.SlotFree.GetSlot() < uint32(s.p.seg.slots) {
-				select {
-				case s.free <- int(k.SlotFree.GetSlot()):
-					continue
-				default: // more returns than slots
-				}
-			}
-			s.err = fmt.Errorf("%w: shm: bad slot return %d", transport.ErrProtocol, k.SlotFree.GetSlot())
-			return
-		case *transportv1.Ack_LayerDone:
-			if !s.queue(transport.Ack{Kind: transport.AckLayerDone, Layer: int(k.LayerDone.GetLayer())}) {
-				return
-			}
-		case *transportv1.Ack_Committed:
-			if s.queue(transport.Ack{Kind: transport.AckCommitted, Blocks: k.Committed.GetBlocks()}) {
-				// Nothing follows a commit: stop reading, so the pipe
-				// can carry the next transfer.
-				s.committed = true
-				s.err = fmt.Errorf("%w: transfer committed", transport.ErrClosed)
-			}
-			return
-		default:
-			s.err = fmt.Errorf("%w: shm: unexpected response %T", transport.ErrProtocol, k)
-			return
-		}
-	}
-}
-
-// queue hands an acknowledgement to Recv. The queue holds one per layer
-// plus the commit, so a correct receiver never fills it; recvLoop must not
-// block, or slot returns behind it would stall the sender.
-func (s *stream) queue(a transport.Ack) bool {
-	select {
-	case s.acks <- a:
-		return true
-	default:
-		s.err = fmt.Errorf("%w: shm: more acknowledgements than layers", transport.ErrProtocol)
-		return false
-	}
-}
-
-func (s *stream) send(ctx context.Context, f *transportv1.Frame) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	select {
-	case <-s.ended:
-		return s.err
-	default:
-	}
-	s.seq++
-	f.Seq = s.seq
-	s.req.Kind = &transportv1.ShmRequest_Frame{Frame: f}
-	stop := bindDeadline(ctx, s.p.uc)
-	var err error
-	s.wbuf, err = writeMsg(s.p.uc, s.wbuf, &s.req)
-	if !stop() || err != nil {
-		s.p.uc.SetDeadline(time.Time{})
-	}
-	if err != nil {
-		if ctx.Err() == nil {
-			select { // the receiver's reason, when it ended the stream
-			case <-s.ended:
-				return s.err
-			case <-time.After(time.Second):
-			}
-		}
-		return ioError(ctx, err)
-	}
-	return nil
-}
-
-// SendChunk copies the chunk into a free staging slot (waiting for one,
-// bounded by ctx) and announces it.
-func (s *stream) SendChunk(ctx context.Context, layer int, offset uint64, segs [][]byte, crc uint32) error {
-	var slot int
-	select {
-	case slot = <-s.free:
-	case <-s.ended:
-		return s.err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	dst := s.p.seg.mem[slot*s.p.seg.slot : (slot+1)*s.p.seg.slot]
-	n := 0
-	for _, seg := range segs {
-		if n+len(seg) > len(dst) {
-			return fmt.Errorf("%w: shm: chunk larger than a %d-byte slot", transport.ErrInvalid, len(dst))
-		}
-		n += copy(dst[n:], seg)
-	}
-	s.sc = transportv1.ShmChunk{Layer: uint32(layer), Offset: offset, Slot: uint32(slot), Length: uint32(n), Crc32C: crc}
-	s.fr = transportv1.Frame{Kind: &transportv1.Frame_ShmChunk{ShmChunk: &s.sc}}
-	return s.send(ctx, &s.fr)
-}
-
-func (s *stream) SendLayerEnd(ctx context.Context, layer int) error {
-	return s.send(ctx, &transportv1.Frame{Kind: &transportv1.Frame_LayerEnd{LayerEnd: &transportv1.LayerEnd{Layer: uint32(layer)}}})
-}
-
-func (s *stream) SendCommit(ctx context.Context) error {
-	return s.send(ctx, &transportv1.Frame{Kind: &transportv1.Frame_Commit{Commit: &transportv1.Commit{}}})
-}
-
-func (s *stream) Recv(ctx context.Context) (transport.Ack, error) {
-	return transport.RecvAck(ctx, s.acks, s.ended, func() error { return s.err }, nil)
-}
-
-// Close ends the stream. After a clean commit the pipe goes back to the
-// Conn for reuse; otherwise closing the socket before a commit makes the
-// receiver abort the transfer and free its blocks.
-func (s *stream) Close(cause error) error {
-	s.once.Do(func() {
-		if cause == nil {
-			select {
-			case <-s.ended:
-			case <-time.After(time.Second): // the commit ack was read, so this is prompt
-			}
-		}
-		clean := false
-		select {
-		case <-s.ended:
-			clean = cause == nil && s.committed && len(s.free) == cap(s.free)
-		default:
-		}
-		if clean {
-			s.wg.Wait()
-			s.conn.putPipe(s.p)
-			return
-		}
-		s.p.uc.Close()
-		s.wg.Wait()
-		s.p.close()
-	})
-	return nil
 }

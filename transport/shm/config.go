@@ -34,8 +34,13 @@ type Config struct {
 	Slots     int
 	SlotBytes int
 	// AllowedUIDs may connect; empty means only this process's uid.
+	// A sender writing in place maps the receiver's whole KV file, so
+	// list only uids as trusted as the receiver's own.
 	AllowedUIDs []int
-	Logger      *slog.Logger
+	// StageOnly makes a sender stage every chunk even when the receiver
+	// offers in-place writes.
+	StageOnly bool
+	Logger    *slog.Logger
 }
 
 // DefaultConfig returns the defaults: 4 slots of 1 MiB.

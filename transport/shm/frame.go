@@ -21,12 +21,10 @@ const maxMessage = 64 << 10
 // writeMsg writes m with its 4-byte big-endian length prefix, attaching fds
 // (SCM_RIGHTS) when given.
 func writeMsg(c *net.UnixConn, buf []byte, m proto.Message, fds ...int) ([]byte, error) {
-	buf = append(buf[:0], 0, 0, 0, 0)
-	buf, err := proto.MarshalOptions{}.MarshalAppend(buf, m)
+	buf, err := appendMsg(buf[:0], m)
 	if err != nil {
-		return buf, fmt.Errorf("shm: encode: %w", err)
+		return buf, err
 	}
-	binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
 	if len(fds) > 0 {
 		n, _, err := c.WriteMsgUnix(buf, unix.UnixRights(fds...), nil)
 		if err == nil && n != len(buf) {
@@ -38,6 +36,19 @@ func writeMsg(c *net.UnixConn, buf []byte, m proto.Message, fds ...int) ([]byte,
 	return buf, err
 }
 
+// appendMsg appends m with its 4-byte big-endian length prefix to buf, so
+// several messages can leave in one write.
+func appendMsg(buf []byte, m proto.Message) ([]byte, error) {
+	at := len(buf)
+	buf = append(buf, 0, 0, 0, 0)
+	buf, err := proto.MarshalOptions{}.MarshalAppend(buf, m)
+	if err != nil {
+		return buf[:at], fmt.Errorf("shm: encode: %w", err)
+	}
+	binary.BigEndian.PutUint32(buf[at:], uint32(len(buf)-at-4))
+	return buf, nil
+}
+
 // reader decodes length-prefixed messages and collects file descriptors
 // that arrive alongside them. It is used by one goroutine.
 type reader struct {
@@ -46,8 +57,10 @@ type reader struct {
 	buf []byte
 }
 
-func newReader(c *net.UnixConn) *reader {
-	fr := &fdReader{c: c, oob: make([]byte, unix.CmsgSpace(4*4))}
+// newReader reads c, holding at most maxFDs descriptors that arrive
+// ahead of the message they belong to.
+func newReader(c *net.UnixConn, maxFDs int) *reader {
+	fr := &fdReader{c: c, max: maxFDs, oob: make([]byte, unix.CmsgSpace(4*4))}
 	return &reader{br: bufio.NewReaderSize(fr, 4096), fr: fr}
 }
 
@@ -83,15 +96,19 @@ func decode(br io.Reader, buf *[]byte, m proto.Message) error {
 	return nil
 }
 
-// takeFD returns the descriptor received with the StartPush being served.
-func (r *reader) takeFD() (int, error) {
+// takeFDs returns the n descriptors received with the message just read.
+func (r *reader) takeFDs(n int) ([]int, error) {
 	fds := r.fr.take()
-	if len(fds) != 1 {
+	if len(fds) != n {
 		closeFDs(fds)
-		return -1, fmt.Errorf("%w: shm: expected one file descriptor, got %d", transport.ErrProtocol, len(fds))
+		return nil, fmt.Errorf("%w: shm: expected %d file descriptors, got %d", transport.ErrProtocol, n, len(fds))
 	}
-	return fds[0], nil
+	return fds, nil
 }
+
+// buffered reports whether another message has already been read in, so
+// an answer can wait to share a write with the next one.
+func (r *reader) buffered() bool { return r.br.Buffered() > 0 }
 
 // close releases descriptors received but never taken.
 func (r *reader) close() { closeFDs(r.fr.take()) }
@@ -99,6 +116,7 @@ func (r *reader) close() { closeFDs(r.fr.take()) }
 type fdReader struct {
 	c   *net.UnixConn
 	oob []byte
+	max int
 
 	mu  sync.Mutex
 	fds []int
@@ -119,14 +137,13 @@ func (f *fdReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// keep holds at most one pending descriptor, the only one the protocol
-// ever sends ahead of its StartPush; a peer sending more cannot make us
-// hoard descriptors.
+// keep holds at most max pending descriptors, as many as one protocol
+// message carries; a peer sending more cannot make us hoard descriptors.
 func (f *fdReader) keep(fds []int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, fd := range fds {
-		if len(f.fds) == 0 {
+		if len(f.fds) < f.max {
 			f.fds = append(f.fds, fd)
 		} else {
 			unix.Close(fd)

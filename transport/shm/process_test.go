@@ -68,7 +68,13 @@ func runChildSender(path string) int {
 // socket, and the receiver must free the transfer's blocks at once, with
 // no lease expiry needed (the fake clock never moves).
 func TestSHM_SenderProcessKilled(t *testing.T) {
-	n := newNode(t, testConfig(t))
+	for _, inPlace := range []bool{false, true} {
+		t.Run(fmt.Sprintf("in place %v", inPlace), func(t *testing.T) { testSenderProcessKilled(t, inPlace) })
+	}
+}
+
+func testSenderProcessKilled(t *testing.T, inPlace bool) {
+	n := newNodeWith(t, testConfig(t), inPlace)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+n.path)
 	stdout, err := cmd.StdoutPipe()
@@ -96,7 +102,7 @@ func TestSHM_SenderProcessKilled(t *testing.T) {
 		cmd.Wait()
 		t.Fatal("child sender did not start")
 	}
-	n.waitData(t, "child")
+	n.waitStarted(t, "child")
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}

@@ -11,11 +11,15 @@ import (
 // push serves one transfer's stream: the staging segment's descriptor came
 // with the StartPush message; frames follow, the first an Open.
 func (h *conn) push(start *transportv1.StartPush) error {
+	if start.GetInPlace() {
+		return h.pushInPlace()
+	}
 	if !start.GetReuse() {
-		fd, err := h.r.takeFD()
+		fds, err := h.r.takeFDs(1)
 		if err != nil {
 			return err
 		}
+		fd := fds[0]
 		if h.seg != nil {
 			h.seg.close()
 			h.seg = nil
@@ -28,18 +32,7 @@ func (h *conn) push(start *transportv1.StartPush) error {
 	}
 	seg := h.seg
 	req := new(transportv1.ShmRequest)
-	if err := h.r.read(req); err != nil {
-		return fmt.Errorf("%w: shm: stream ended before open: %w", transport.ErrProtocol, err)
-	}
-	first := req.GetFrame()
-	if first.GetOpen() == nil || first.GetSeq() != 1 {
-		return fmt.Errorf("%w: shm: first frame must be open with seq 1", transport.ErrProtocol)
-	}
-	g, err := wire.FromGrant(first.GetOpen().GetGrant())
-	if err != nil {
-		return err
-	}
-	in, err := h.s.recv.Open(g, first.GetOpen().GetDstBlocks(), 1)
+	in, err := h.open(req, h.s.recv.Open)
 	if err != nil {
 		return err
 	}
@@ -48,6 +41,38 @@ func (h *conn) push(start *transportv1.StartPush) error {
 		return err
 	}
 	return nil
+}
+
+// pushInPlace serves a transfer whose sender writes the leased blocks
+// itself through the mapped KV file: only Open, LayerEnds and Commit arrive.
+func (h *conn) pushInPlace() error {
+	req := new(transportv1.ShmRequest)
+	in, err := h.open(req, h.s.recv.OpenInPlace)
+	if err != nil {
+		return err
+	}
+	if err := h.pump(in, nil, req); err != nil {
+		in.Abort(err)
+		return err
+	}
+	return nil
+}
+
+// open reads the stream's first frame, which must be its Open, and attaches
+// it to the reserved transfer.
+func (h *conn) open(req *transportv1.ShmRequest, open func(transport.Grant, []int32, uint64) (*transport.Inbound, error)) (*transport.Inbound, error) {
+	if err := h.r.read(req); err != nil {
+		return nil, fmt.Errorf("%w: shm: stream ended before open: %w", transport.ErrProtocol, err)
+	}
+	first := req.GetFrame()
+	if first.GetOpen() == nil || first.GetSeq() != 1 {
+		return nil, fmt.Errorf("%w: shm: first frame must be open with seq 1", transport.ErrProtocol)
+	}
+	g, err := wire.FromGrant(first.GetOpen().GetGrant())
+	if err != nil {
+		return nil, err
+	}
+	return open(g, first.GetOpen().GetDstBlocks(), 1)
 }
 
 // pump applies frames until the commit; every chunk's slot goes back to
@@ -68,6 +93,9 @@ func (h *conn) pump(in *transport.Inbound, seg *segment, req *transportv1.ShmReq
 		case *transportv1.Frame_ShmChunk:
 			c := k.ShmChunk
 			slot, n := int(c.GetSlot()), int(c.GetLength())
+			if seg == nil {
+				return fmt.Errorf("%w: shm: staged chunk on an in-place stream", transport.ErrProtocol)
+			}
 			if c.GetSlot() >= uint32(seg.slots) || c.GetLength() > uint32(seg.slot) || n == 0 {
 				return fmt.Errorf("%w: shm: slot %d length %d outside %d slots of %d bytes", transport.ErrProtocol, c.GetSlot(), c.GetLength(), seg.slots, seg.slot)
 			}
@@ -98,7 +126,7 @@ func (h *conn) pump(in *transport.Inbound, seg *segment, req *transportv1.ShmReq
 			return fmt.Errorf("%w: shm: unexpected frame %T", transport.ErrProtocol, k)
 		}
 		ack.Kind = &transportv1.ShmResponse_Ack{Ack: a}
-		if err := h.reply(ack); err != nil {
+		if err := h.ack(ack); err != nil {
 			return err
 		}
 		if a.GetCommitted() != nil {

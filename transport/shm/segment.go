@@ -8,9 +8,51 @@ import (
 	"github.com/tandemserve/tandem/transport"
 )
 
-// requiredSeals keep the staging file's size fixed: a sender that could
-// shrink it would make the receiver's reads of the mapping fault (SIGBUS).
+// requiredSeals keep a shared file's size fixed: a peer that could shrink
+// it would make our accesses to the mapping fault (SIGBUS).
 const requiredSeals = unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_SEAL
+
+// createSealed makes a sealed memfd of size bytes and maps it read-write.
+// Pages are committed on first touch, so a large file costs memory only
+// where it is written.
+func createSealed(name string, size int) (fd int, mem []byte, err error) {
+	fd, err = unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return -1, nil, fmt.Errorf("shm: memfd_create: %w", err)
+	}
+	if err := unix.Ftruncate(fd, int64(size)); err != nil {
+		unix.Close(fd)
+		return -1, nil, fmt.Errorf("shm: ftruncate %d bytes: %w", size, err)
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, requiredSeals); err != nil {
+		unix.Close(fd)
+		return -1, nil, fmt.Errorf("shm: sealing %s: %w", name, err)
+	}
+	mem, err = unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		unix.Close(fd)
+		return -1, nil, fmt.Errorf("shm: mmap %d bytes: %w", size, err)
+	}
+	return fd, mem, nil
+}
+
+// mapSealed maps a peer's file after checking it is sealed against
+// resizing and exactly size bytes long. It does not take ownership of fd.
+func mapSealed(fd, size, prot int) ([]byte, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("shm: fstat shared file: %w", err)
+	}
+	seals, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0)
+	if err != nil || seals&requiredSeals != requiredSeals || st.Size != int64(size) || size <= 0 {
+		return nil, fmt.Errorf("%w: shm: shared file must be a sealed memfd of %d bytes (has %d)", transport.ErrProtocol, size, st.Size)
+	}
+	mem, err := unix.Mmap(fd, 0, size, prot, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("shm: mmap: %w", err)
+	}
+	return mem, nil
+}
 
 // segment is a memfd staging area of slots x slotBytes, mapped into this
 // process.
@@ -23,23 +65,9 @@ type segment struct {
 
 // createSegment makes and maps a sealed memfd for the sender (read-write).
 func createSegment(slots, slotBytes int) (*segment, error) {
-	size := slots * slotBytes
-	fd, err := unix.MemfdCreate("tandem-kv-staging", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	fd, mem, err := createSealed("tandem-kv-staging", slots*slotBytes)
 	if err != nil {
-		return nil, fmt.Errorf("shm: memfd_create: %w", err)
-	}
-	if err := unix.Ftruncate(fd, int64(size)); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("shm: ftruncate: %w", err)
-	}
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, requiredSeals); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("shm: sealing staging segment: %w", err)
-	}
-	mem, err := unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("shm: mmap: %w", err)
+		return nil, err
 	}
 	return &segment{fd: fd, mem: mem, slots: slots, slot: slotBytes}, nil
 }
@@ -48,25 +76,14 @@ func createSegment(slots, slotBytes int) (*segment, error) {
 // checking it is a sealed file of exactly the announced size. It takes
 // ownership of fd.
 func openSegment(fd, slots, slotBytes int) (*segment, error) {
-	fail := func(err error) (*segment, error) {
+	if slots <= 0 || slotBytes <= 0 || slots > maxSlots || slotBytes > maxSlotBytes {
+		unix.Close(fd)
+		return nil, fmt.Errorf("%w: shm: %d slots of %d bytes", transport.ErrProtocol, slots, slotBytes)
+	}
+	mem, err := mapSealed(fd, slots*slotBytes, unix.PROT_READ)
+	if err != nil {
 		unix.Close(fd)
 		return nil, err
-	}
-	if slots <= 0 || slotBytes <= 0 || slots > maxSlots || slotBytes > maxSlotBytes {
-		return fail(fmt.Errorf("%w: shm: %d slots of %d bytes", transport.ErrProtocol, slots, slotBytes))
-	}
-	size := slots * slotBytes
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return fail(fmt.Errorf("shm: fstat staging segment: %w", err))
-	}
-	seals, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0)
-	if err != nil || seals&requiredSeals != requiredSeals || st.Size != int64(size) {
-		return fail(fmt.Errorf("%w: shm: staging segment must be a sealed memfd of %d bytes", transport.ErrProtocol, size))
-	}
-	mem, err := unix.Mmap(fd, 0, size, unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		return fail(fmt.Errorf("shm: mmap: %w", err))
 	}
 	return &segment{fd: fd, mem: mem, slots: slots, slot: slotBytes}, nil
 }

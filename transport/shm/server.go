@@ -58,6 +58,9 @@ func NewServer(cfg Config, recv *transport.Receiver) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if f, ok := recv.Fence().(*Fence); ok && f.Blocks() != recv.Descriptor().Spec.Blocks {
+		return nil, fmt.Errorf("%w: shm: fence of %d blocks guards a receiver of %d", transport.ErrInvalid, f.Blocks(), recv.Descriptor().Spec.Blocks)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{cfg: cfg, recv: recv, ctx: ctx, cancel: cancel, conns: make(map[*net.UnixConn]struct{})}, nil
 }
@@ -127,12 +130,14 @@ type conn struct {
 	c    *net.UnixConn
 	r    *reader
 	wbuf []byte
+	out  []byte   // acknowledgements waiting to share one write
 	seg  *segment // staging of the last push, kept for reuse
+	pid  int      // the peer process, from its socket credentials
 }
 
 func (s *Server) handle(c *net.UnixConn) {
 	defer c.Close()
-	h := &conn{s: s, c: c, r: newReader(c)}
+	h := &conn{s: s, c: c, r: newReader(c, 1)}
 	defer h.r.close()
 	defer func() {
 		if h.seg != nil {
@@ -167,12 +172,30 @@ func (h *conn) checkPeer() error {
 	if !h.s.cfg.allowed(int(cred.Uid)) {
 		return fmt.Errorf("%w: shm: uid %d may not connect", transport.ErrUnauthenticated, cred.Uid)
 	}
+	h.pid = int(cred.Pid)
 	return nil
 }
 
+// reply writes m at once, after any acknowledgements still queued.
 func (h *conn) reply(m *transportv1.ShmResponse) error {
+	return h.queue(m, true)
+}
+
+// ack queues an acknowledgement and writes the queue unless another frame
+// has already been read in: a sender that sent several frames at once gets
+// their answers in one write. The last frame of a burst (the commit
+// included) always flushes, since nothing follows it in the buffer.
+func (h *conn) ack(m *transportv1.ShmResponse) error {
+	return h.queue(m, !h.r.buffered())
+}
+
+func (h *conn) queue(m *transportv1.ShmResponse, flush bool) error {
 	var err error
-	h.wbuf, err = writeMsg(h.c, h.wbuf, m)
+	if h.out, err = appendMsg(h.out, m); err != nil || !flush {
+		return err
+	}
+	_, err = h.c.Write(h.out)
+	h.out = h.out[:0]
 	if err != nil {
 		return fmt.Errorf("%w: shm: %w", transport.ErrPeerLost, err)
 	}
@@ -216,6 +239,11 @@ func (h *conn) serve() error {
 			resp = h.reserve(k.Reserve)
 		case *transportv1.ShmRequest_Cancel:
 			resp = h.cancel(k.Cancel)
+		case *transportv1.ShmRequest_MapRegions:
+			if err := h.mapRegions(); err != nil {
+				return err
+			}
+			continue
 		case *transportv1.ShmRequest_StartPush:
 			if err := h.push(k.StartPush); err != nil {
 				return err
@@ -247,7 +275,7 @@ func (h *conn) reserve(m *transportv1.ReserveRequest) *transportv1.ShmResponse {
 	if err != nil {
 		return failure(err)
 	}
-	return &transportv1.ShmResponse{Kind: &transportv1.ShmResponse_Reserve{Reserve: &transportv1.ReserveResponse{Blocks: l.Blocks, LeaseExpiryUnixNano: l.Expiry.UnixNano()}}}
+	return &transportv1.ShmResponse{Kind: &transportv1.ShmResponse_Reserve{Reserve: &transportv1.ReserveResponse{Blocks: l.Blocks, LeaseExpiryUnixNano: l.Expiry.UnixNano(), FenceKey: l.FenceKey}}}
 }
 
 func (h *conn) cancel(m *transportv1.CancelRequest) *transportv1.ShmResponse {
@@ -259,4 +287,38 @@ func (h *conn) cancel(m *transportv1.CancelRequest) *transportv1.ShmResponse {
 		return failure(err)
 	}
 	return &transportv1.ShmResponse{Kind: &transportv1.ShmResponse_Cancel{Cancel: &transportv1.CancelResponse{}}}
+}
+
+// mapRegions shares the KV file and the fence with a sender that will write
+// leased blocks in place. Without both (device memory, no fence, too many
+// writer processes) the answer is empty and the sender stages its chunks.
+func (h *conn) mapRegions() error {
+	empty := &transportv1.ShmResponse{Kind: &transportv1.ShmResponse_Regions{Regions: &transportv1.Regions{}}}
+	fence, _ := h.s.recv.Fence().(*Fence)
+	mem, _ := h.s.recv.Memory().(Shareable)
+	if fence == nil || mem == nil {
+		return h.reply(empty)
+	}
+	fd, offsets, ok := mem.MemFD()
+	var st unix.Stat_t
+	if ok {
+		ok = unix.Fstat(fd, &st) == nil
+	}
+	if !ok {
+		return h.reply(empty)
+	}
+	writer, err := fence.register(h.pid)
+	if err != nil {
+		h.s.cfg.Logger.Warn("shm sender falls back to staging", "pid", h.pid, "err", err)
+		return h.reply(empty)
+	}
+	m := &transportv1.Regions{KvFileBytes: uint64(st.Size), FenceBlocks: uint32(fence.Blocks()), Writer: writer}
+	for _, off := range offsets {
+		m.LayerOffsets = append(m.LayerOffsets, uint64(off))
+	}
+	h.wbuf, err = writeMsg(h.c, h.wbuf, &transportv1.ShmResponse{Kind: &transportv1.ShmResponse_Regions{Regions: m}}, fd, fence.fd)
+	if err != nil {
+		return fmt.Errorf("%w: shm: %w", transport.ErrPeerLost, err)
+	}
+	return nil
 }

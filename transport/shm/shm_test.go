@@ -3,6 +3,7 @@ package shm
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -35,6 +36,7 @@ type node struct {
 	alloc *transporttest.Allocator
 	recv  *transport.Receiver
 	mem   *transport.HostMemory
+	fence *Fence // nil unless in place
 	srv   *Server
 	path  string
 	wg    sync.WaitGroup
@@ -55,17 +57,37 @@ func testConfig(t *testing.T) Config {
 	return cfg
 }
 
-func newNode(t *testing.T, cfg Config) *node {
+// newNode starts a receiver whose memory is private: senders stage.
+func newNode(t *testing.T, cfg Config) *node { return newNodeWith(t, cfg, false) }
+
+// newNodeWith starts a receiver; inPlace gives it memfd memory and a fence,
+// so senders write leased blocks in place.
+func newNodeWith(t *testing.T, cfg Config, inPlace bool) *node {
 	t.Helper()
 	spec := transporttest.Spec()
 	n := &node{t: t, clock: transporttest.NewFakeClock(), alloc: transporttest.NewAllocator(spec.Blocks)}
-	var err error
-	if n.mem, err = transport.NewHostMemory(spec); err != nil {
-		t.Fatal(err)
-	}
 	rc := transport.DefaultReceiverConfig(transporttest.Descriptor("decode-1", spec))
 	rc.Secret, rc.Clock, rc.LeaseTTL, rc.Logger = transporttest.Secret, n.clock, ttl, cfg.Logger
-	if n.recv, err = transport.NewReceiver(rc, n.mem, n.alloc); err != nil {
+	var mem transport.Memory
+	var err error
+	if inPlace {
+		shared, err := NewMemory(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { shared.Close() })
+		if n.fence, err = NewFence(spec.Blocks); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.fence.Close() })
+		n.mem, mem, rc.Fence = shared.HostMemory, shared, n.fence
+	} else {
+		if n.mem, err = transport.NewHostMemory(spec); err != nil {
+			t.Fatal(err)
+		}
+		mem = n.mem
+	}
+	if n.recv, err = transport.NewReceiver(rc, mem, n.alloc); err != nil {
 		t.Fatal(err)
 	}
 	if n.srv, err = NewServer(cfg, n.recv); err != nil {
@@ -104,9 +126,11 @@ func (n *node) kill() {
 	})
 }
 
-func (n *node) dial(t *testing.T) *Conn {
+func (n *node) dial(t *testing.T) *Conn { return n.dialWith(t, testConfig(t)) }
+
+func (n *node) dialWith(t *testing.T, cfg Config) *Conn {
 	t.Helper()
-	c, err := Dial(context.Background(), testConfig(t), n.path, transporttest.Descriptor("prefill-1", transporttest.Spec()))
+	c, err := Dial(context.Background(), cfg, n.path, transporttest.Descriptor("prefill-1", transporttest.Spec()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,17 +223,27 @@ func sendRest(out *transport.Outbound, from int) error {
 
 func TestSHM_RoundTrip(t *testing.T) {
 	tests := []struct {
-		name   string
-		blocks int
-		chunk  int
+		name      string
+		blocks    int
+		chunk     int
+		inPlace   bool
+		stageOnly bool
 	}{
-		{"chunks smaller than slots", 12, 3000},
-		{"chunks clamped to the slot size", 20, 1 << 20},
+		{"chunks smaller than slots", 12, 3000, false, false},
+		{"chunks clamped to the slot size", 20, 1 << 20, false, false},
+		{"in place, chunks splitting blocks", 12, 3000, true, false},
+		{"in place, whole layers", 20, 1 << 20, true, false},
+		{"in place offered, sender stages", 12, 3000, true, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			n := newNode(t, testConfig(t))
-			c := n.dial(t)
+			n := newNodeWith(t, testConfig(t), tc.inPlace)
+			cfg := testConfig(t)
+			cfg.StageOnly = tc.stageOnly
+			c := n.dialWith(t, cfg)
+			if got, want := c.rem != nil, tc.inPlace && !tc.stageOnly; got != want {
+				t.Fatalf("sender mapped the receiver's memory: %v, want %v", got, want)
+			}
 			src := source(t)
 			// Several transfers in turn: later ones reuse the first's pipe.
 			for _, id := range []string{"rt1", "rt2", "rt3"} {
@@ -249,20 +283,30 @@ func TestSHM_Failures(t *testing.T) {
 			if err := out.SendLayer(context.Background(), 0); err != nil {
 				return err
 			}
-			n.waitData(t, "f")
+			n.waitStarted(t, "f")
 			n.kill()
 			return sendRest(out, 1)
 		}, transport.ErrPeerLost},
 		{"late chunk after lease expiry", func(t *testing.T, n *node, _ *Conn, out *transport.Outbound) error {
-			if err := out.SendLayer(context.Background(), 0); err != nil {
-				return err
+			// Every frame renews the lease, so the clock moves only once
+			// the receiver has seen all that was sent: staged, the whole
+			// first layer; in place, the open (the first layer end may
+			// still be held back by the sender).
+			from := 0
+			if n.fence == nil {
+				if err := out.SendLayer(context.Background(), 0); err != nil {
+					return err
+				}
+				n.waitBytes(t, "f", uint64(6*transporttest.Spec().BlockBytes()))
+				from = 1
+			} else {
+				n.waitStarted(t, "f")
 			}
-			n.waitBytes(t, "f", uint64(6*transporttest.Spec().BlockBytes()))
 			n.clock.Advance(ttl + time.Millisecond)
 			if !n.waitFreed() {
 				t.Fatal("expired lease not freed")
 			}
-			return sendRest(out, 1)
+			return sendRest(out, from)
 		}, transport.ErrLeaseExpired},
 		{"sender deadline", func(t *testing.T, n *node, _ *Conn, out *transport.Outbound) error {
 			ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
@@ -278,22 +322,24 @@ func TestSHM_Failures(t *testing.T) {
 		}, transport.ErrCancelled},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			n := newNode(t, testConfig(t))
-			c := n.dial(t)
-			var rel releases
-			out, _ := push(t, n, c, source(t), "f", 6, 2048, &rel)
-			if err := tc.act(t, n, c, out); !errors.Is(err, tc.want) {
-				t.Fatalf("sender error = %v, want %v", err, tc.want)
-			}
-			rel.check(t, tc.want)
-			if !n.waitFreed() {
-				t.Fatalf("receiver blocks not freed: %+v", n.alloc.Stats())
-			}
-			if st := n.alloc.Stats(); st.Frees != 1 {
-				t.Errorf("blocks freed %d times, want once", st.Frees)
-			}
-		})
+		for _, inPlace := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/in place %v", tc.name, inPlace), func(t *testing.T) {
+				n := newNodeWith(t, testConfig(t), inPlace)
+				c := n.dial(t)
+				var rel releases
+				out, _ := push(t, n, c, source(t), "f", 6, 2048, &rel)
+				if err := tc.act(t, n, c, out); !errors.Is(err, tc.want) {
+					t.Fatalf("sender error = %v, want %v", err, tc.want)
+				}
+				rel.check(t, tc.want)
+				if !n.waitFreed() {
+					t.Fatalf("receiver blocks not freed: %+v", n.alloc.Stats())
+				}
+				if st := n.alloc.Stats(); st.Frees != 1 {
+					t.Errorf("blocks freed %d times, want once", st.Frees)
+				}
+			})
+		}
 	}
 }
 
@@ -423,6 +469,20 @@ func TestSHM_PeerAuthentication(t *testing.T) {
 
 // waitBytes waits until n payload bytes of transfer id have landed, so a
 // later clock advance cannot race their lease renewals.
+// waitStarted waits until the receiver has seen the transfer's stream
+// open (in place, payload bytes are counted only at layer ends).
+func (n *node) waitStarted(t *testing.T, id string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if st, ok := n.recv.Stat(id); ok && st.State == "streaming" {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("stream of %q did not open", id)
+}
+
 func (n *node) waitBytes(t *testing.T, id string, want uint64) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)

@@ -97,6 +97,7 @@ func Lease(g transport.Grant, m *transportv1.ReserveResponse) transport.Lease {
 	return transport.Lease{
 		TransferID: g.TransferID, Token: g.Token, Epoch: g.Epoch,
 		Expiry: time.Unix(0, m.GetLeaseExpiryUnixNano()), Blocks: m.GetBlocks(),
+		FenceKey: m.GetFenceKey(),
 	}
 }
 

@@ -1,0 +1,183 @@
+package transport_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tandemserve/tandem/transport"
+	"github.com/tandemserve/tandem/transport/transporttest"
+)
+
+// recordingFence keeps each block's armed key; blocks in hold stay armed
+// (a writer is inside them) when disarmed.
+type recordingFence struct {
+	mu    sync.Mutex
+	armed map[int32]uint64
+	hold  map[int32]bool
+}
+
+func (f *recordingFence) Arm(blocks []int32, key uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, b := range blocks {
+		f.armed[b] = key
+	}
+}
+
+func (f *recordingFence) Disarm(blocks []int32, key uint64) (stuck []int32) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, b := range blocks {
+		switch {
+		case f.armed[b] != key:
+		case f.hold[b]:
+			stuck = append(stuck, b)
+		default:
+			delete(f.armed, b)
+		}
+	}
+	return stuck
+}
+
+func (f *recordingFence) armedWith(b int32) uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.armed[b]
+}
+
+func (f *recordingFence) setHold(b int32, on bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.hold[b] = on
+}
+
+func newFencedReceiver(t *testing.T, fence transport.Fence) (*transport.Receiver, *transporttest.Allocator, *transporttest.FakeClock) {
+	t.Helper()
+	spec := transporttest.Spec()
+	mem, err := transport.NewHostMemory(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alloc := transporttest.NewAllocator(spec.Blocks)
+	clock := transporttest.NewFakeClock()
+	cfg := transport.DefaultReceiverConfig(transporttest.Descriptor("decode-1", spec))
+	cfg.Secret, cfg.Clock, cfg.LeaseTTL, cfg.Fence = transporttest.Secret, clock, ttl, fence
+	cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	r, err := transport.NewReceiver(cfg, mem, alloc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r, alloc, clock
+}
+
+// streamInPlace opens an in-place stream for a fresh reservation and ends
+// every layer.
+func streamInPlace(t *testing.T, r *transport.Receiver, clock *transporttest.FakeClock, id string) (*transport.Inbound, transport.Lease, uint64) {
+	t.Helper()
+	g := transporttest.Grant(t, id, 1, "decode-1", clock.Now())
+	l, err := r.Reserve(context.Background(), g, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := r.OpenInPlace(g, l.Blocks, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq := uint64(2)
+	for layer := range transporttest.Spec().Layers {
+		if err := in.LayerEnd(seq, layer); err != nil {
+			t.Fatal(err)
+		}
+		seq++
+	}
+	return in, l, seq
+}
+
+func TestFence_LeaseLifecycle(t *testing.T) {
+	fence := &recordingFence{armed: map[int32]uint64{}, hold: map[int32]bool{}}
+	r, alloc, clock := newFencedReceiver(t, fence)
+
+	in, a, seq := streamInPlace(t, r, clock, "a")
+	_, b, _ := streamInPlace(t, r, clock, "b")
+	if a.FenceKey == 0 || b.FenceKey == 0 || a.FenceKey == b.FenceKey {
+		t.Fatalf("fence keys %d and %d, want distinct non-zero keys", a.FenceKey, b.FenceKey)
+	}
+	for _, blk := range a.Blocks {
+		if got := fence.armedWith(blk); got != a.FenceKey {
+			t.Fatalf("block %d armed with %d, want lease key %d", blk, got, a.FenceKey)
+		}
+	}
+	if _, err := in.Commit(seq); err != nil {
+		t.Fatal(err)
+	}
+	for _, blk := range a.Blocks {
+		if got := fence.armedWith(blk); got != 0 {
+			t.Errorf("committed block %d still open to writers (key %d)", blk, got)
+		}
+	}
+	blocks, err := r.Ready(context.Background(), "a")
+	if err != nil || len(blocks) != len(a.Blocks) {
+		t.Fatalf("Ready = %v, %v", blocks, err)
+	}
+	alloc.Claim(blocks)
+
+	// A writer stalled inside one of b's blocks keeps that block out of
+	// the pool when b is cancelled, until it lets go.
+	held := b.Blocks[1]
+	fence.setHold(held, true)
+	r.Cancel("b", "owner went away")
+	if q := r.Quarantined(); q != 1 {
+		t.Fatalf("%d blocks quarantined, want 1", q)
+	}
+	if inUse := alloc.InUse(); len(inUse) != 1 || inUse[0] != held {
+		t.Fatalf("blocks in use %v, want the held block %d alone", inUse, held)
+	}
+	fence.setHold(held, false)
+	clock.Advance(time.Second)
+	if !alloc.WaitFree(5 * time.Second) {
+		t.Fatalf("released block not returned to the pool: %+v", alloc.Stats())
+	}
+	if fence.armedWith(held) != 0 || r.Quarantined() != 0 {
+		t.Errorf("block %d still armed or quarantined after release", held)
+	}
+}
+
+func TestFence_InPlaceRefusals(t *testing.T) {
+	fence := &recordingFence{armed: map[int32]uint64{}, hold: map[int32]bool{}}
+	r, alloc, clock := newFencedReceiver(t, fence)
+	g := transporttest.Grant(t, "c", 1, "decode-1", clock.Now())
+	l, err := r.Reserve(context.Background(), g, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := r.OpenInPlace(g, l.Blocks, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 100)
+	if err := in.Chunk(2, 0, 0, data, transport.Checksum(data)); !errors.Is(err, transport.ErrProtocol) {
+		t.Fatalf("chunk on an in-place stream = %v, want ErrProtocol", err)
+	}
+	if !alloc.WaitFree(5*time.Second) || fence.armedWith(l.Blocks[0]) != 0 {
+		t.Fatalf("failed transfer's blocks not disarmed and freed: %+v", alloc.Stats())
+	}
+
+	unfenced, _, clock2 := newFencedReceiver(t, nil)
+	g2 := transporttest.Grant(t, "d", 1, "decode-1", clock2.Now())
+	l2, err := unfenced.Reserve(context.Background(), g2, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l2.FenceKey != 0 {
+		t.Errorf("receiver without a fence issued key %d", l2.FenceKey)
+	}
+	if _, err := unfenced.OpenInPlace(g2, l2.Blocks, 1); !errors.Is(err, transport.ErrProtocol) {
+		t.Fatalf("in-place open without a fence = %v, want ErrProtocol", err)
+	}
+	unfenced.Cancel("d", "test over")
+}

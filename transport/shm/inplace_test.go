@@ -1,0 +1,241 @@
+package shm
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/tandemserve/tandem/transport"
+	"github.com/tandemserve/tandem/transport/transporttest"
+)
+
+// deadPID returns the pid of a process that has exited and been reaped.
+func deadPID(t *testing.T) int {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd.Process.Pid
+}
+
+func TestFenceDisarm(t *testing.T) {
+	f, err := NewFence(8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	live, err := f.register(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead, err := f.register(deadPID(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const key = 7
+	writing := func(w uint32) uint64 { return key<<32 | uint64(w)<<1 | writingBit }
+	tests := []struct {
+		name      string
+		word      uint64 // before Disarm(key)
+		wantWord  uint64
+		wantStuck bool
+	}{
+		{"armed, idle", key << 32, 0, false},
+		{"armed for another lease", 9 << 32, 9 << 32, false},
+		{"unarmed", 0, 0, false},
+		{"copy in flight by a live writer", writing(live), writing(live), true},
+		{"copy abandoned by an exited writer", writing(dead), 0, false},
+		{"writer id nobody registered", writing(live + 100), 0, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f.words[3].Store(tc.word)
+			stuck := f.Disarm([]int32{3}, key)
+			if got := f.words[3].Load(); got != tc.wantWord {
+				t.Errorf("word = %#x, want %#x", got, tc.wantWord)
+			}
+			if (len(stuck) == 1) != tc.wantStuck {
+				t.Errorf("stuck = %v, want stuck %v", stuck, tc.wantStuck)
+			}
+		})
+	}
+}
+
+func TestFenceWriterProtocol(t *testing.T) {
+	f, err := NewFence(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w, err := f.register(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := f.register(os.Getpid()); again != w {
+		t.Errorf("second registration of one process got writer %d, want %d", again, w)
+	}
+	if err := acquire(f.words, 1, 5, w); !errors.Is(err, transport.ErrStaleEpoch) {
+		t.Fatalf("acquire of an unarmed block = %v, want ErrStaleEpoch", err)
+	}
+	f.Arm([]int32{1}, 5)
+	if err := acquire(f.words, 1, 6, w); !errors.Is(err, transport.ErrStaleEpoch) {
+		t.Fatalf("acquire with another lease's key = %v, want ErrStaleEpoch", err)
+	}
+	if err := acquire(f.words, 1, 5, w); err != nil {
+		t.Fatal(err)
+	}
+	if err := acquire(f.words, 1, 5, w); err == nil {
+		t.Fatal("a block being written was acquired twice")
+	}
+	if err := release(f.words, 1, 5, w); err != nil {
+		t.Fatal(err)
+	}
+	if stuck := f.Disarm([]int32{1}, 5); len(stuck) != 0 {
+		t.Fatalf("stuck %v after the write ended", stuck)
+	}
+	if err := acquire(f.words, 1, 5, w); !errors.Is(err, transport.ErrStaleEpoch) {
+		t.Fatalf("acquire after disarm = %v, want ErrStaleEpoch", err)
+	}
+}
+
+// A transfer whose lease ended must not write a byte more, even into
+// blocks that a newer transfer now holds.
+func TestSHM_StaleWriterRefused(t *testing.T) {
+	n := newNodeWith(t, testConfig(t), true)
+	c := n.dial(t)
+	ctx := context.Background()
+	src := source(t)
+	var rel releases
+	stale, _ := push(t, n, c, src, "old", 6, 2048, &rel)
+	if err := stale.SendLayer(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	n.recv.Cancel("old", "placement moved the request")
+	if !n.waitFreed() {
+		t.Fatalf("cancelled transfer's blocks not freed: %+v", n.alloc.Stats())
+	}
+	// The freed blocks go to a new transfer, zeroed by its owner.
+	g := transporttest.Grant(t, "new", 1, "decode-1", n.clock.Now())
+	lease, err := c.Reserve(ctx, g, 6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zero := make([]byte, transporttest.Spec().BlockBytes())
+	for l := range transporttest.Spec().Layers {
+		for _, b := range lease.Blocks {
+			if err := n.mem.WriteBlock(l, int(b), zero); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := sendRest(stale, 1); !errors.Is(err, transport.ErrCancelled) {
+		t.Fatalf("stale transfer's write = %v, want ErrCancelled", err)
+	}
+	rel.check(t, transport.ErrCancelled)
+	got := make([]byte, len(zero))
+	for l := range transporttest.Spec().Layers {
+		for _, b := range lease.Blocks {
+			if err := n.mem.ReadBlock(l, int(b), got); err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != string(zero) {
+				t.Fatalf("stale write landed in layer %d block %d of the new transfer", l, b)
+			}
+		}
+	}
+	n.recv.Cancel("new", "test over")
+}
+
+// A writer stalled inside a block keeps it out of the pool until it lets
+// go; then the reaper returns it.
+func TestSHM_StalledWriterQuarantine(t *testing.T) {
+	n := newNodeWith(t, testConfig(t), true)
+	c := n.dial(t)
+	ctx := context.Background()
+	g := transporttest.Grant(t, "q", 1, "decode-1", n.clock.Now())
+	lease, err := c.Reserve(ctx, g, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := lease.Blocks[2]
+	if err := acquire(c.rem.fence, held, lease.FenceKey, c.rem.writer); err != nil {
+		t.Fatal(err)
+	}
+	n.recv.Cancel("q", "owner went away")
+	if q := n.recv.Quarantined(); q != 1 {
+		t.Fatalf("%d blocks quarantined, want 1", q)
+	}
+	if inUse := n.alloc.InUse(); len(inUse) != 1 || inUse[0] != held {
+		t.Fatalf("blocks in use %v, want only the held block %d", inUse, held)
+	}
+	if err := release(c.rem.fence, held, lease.FenceKey, c.rem.writer); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for n.recv.Quarantined() > 0 && time.Now().Before(deadline) {
+		n.clock.Advance(time.Second) // past the receiver's quarantine retry
+		time.Sleep(2 * time.Millisecond)
+	}
+	if !n.waitFreed() || n.recv.Quarantined() != 0 {
+		t.Fatalf("released block not returned: quarantined %d, allocator %+v", n.recv.Quarantined(), n.alloc.Stats())
+	}
+}
+
+func TestMapRemoteRejects(t *testing.T) {
+	spec := transporttest.Spec()
+	mem, err := NewMemory(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	fence, err := NewFence(spec.Blocks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fence.Close()
+	fd, offsets, _ := mem.MemFD()
+	size := uint64(spec.Layers * spec.Blocks * spec.BlockBytes())
+	good := regionsMsg{fileBytes: size, fenceBlocks: uint32(spec.Blocks), writer: 1}
+	for _, off := range offsets {
+		good.offsets = append(good.offsets, uint64(off))
+	}
+	r, err := mapRemote(spec, good, fd, fence.fd)
+	if err != nil {
+		t.Fatalf("valid regions: %v", err)
+	}
+	r.drop()
+	tests := []struct {
+		name   string
+		mutate func(m *regionsMsg)
+		swap   bool // pass the fence as the KV file and back
+	}{
+		{"too few layers", func(m *regionsMsg) { m.offsets = m.offsets[:1] }, false},
+		{"layer beyond the file", func(m *regionsMsg) { m.offsets[3] = size - 1 }, false},
+		{"offset overflow", func(m *regionsMsg) { m.offsets[0] = 1<<64 - 1 }, false},
+		{"file size lies", func(m *regionsMsg) { m.fileBytes = size * 2 }, false},
+		{"fence of another size", func(m *regionsMsg) { m.fenceBlocks++ }, false},
+		{"no writer id", func(m *regionsMsg) { m.writer = 0 }, false},
+		{"files swapped", func(m *regionsMsg) {}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := good
+			m.offsets = append([]uint64(nil), good.offsets...)
+			tc.mutate(&m)
+			kvFD, fenceFD := fd, fence.fd
+			if tc.swap {
+				kvFD, fenceFD = fenceFD, kvFD
+			}
+			if r, err := mapRemote(spec, m, kvFD, fenceFD); !errors.Is(err, transport.ErrProtocol) {
+				if r != nil {
+					r.drop()
+				}
+				t.Fatalf("mapRemote = %v, want ErrProtocol", err)
+			}
+		})
+	}
+}

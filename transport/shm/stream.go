@@ -1,0 +1,401 @@
+package shm
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	transportv1 "github.com/tandemserve/tandem/proto/transport/v1"
+	"github.com/tandemserve/tandem/transport"
+	"github.com/tandemserve/tandem/transport/wire"
+)
+
+// OpenStream starts one transfer on an idle pipe or a new one. A transfer
+// whose reservation came with a fence key, to a receiver whose KV file is
+// mapped, writes its blocks in place; any other stages its chunks.
+func (c *Conn) OpenStream(ctx context.Context, g transport.Grant, dst []int32) (transport.Stream, error) {
+	key := c.takeKey(g)
+	inPlace := key != 0 && c.rem != nil && c.rem.retain()
+	p, err := c.takePipe(ctx, !inPlace)
+	if err != nil {
+		if inPlace {
+			c.rem.drop()
+		}
+		return nil, err
+	}
+	s := &stream{conn: c, p: p, acks: make(chan transport.Ack, c.peer.Spec.Layers+1), ended: make(chan struct{})}
+	start := &transportv1.StartPush{InPlace: inPlace}
+	var fds []int
+	if inPlace {
+		s.rem, s.key, s.dst, s.bb = c.rem, key, dst, c.peer.Spec.BlockBytes()
+	} else {
+		s.free = make(chan int, p.seg.slots)
+		for i := range p.seg.slots {
+			s.free <- i
+		}
+		start.Slots, start.SlotBytes, start.Reuse = uint32(p.seg.slots), uint32(p.seg.slot), p.segShared
+		if !p.segShared {
+			fds = []int{p.seg.fd}
+		}
+	}
+	// The start and the Open leave together, now: from then on the
+	// receiver ties the transfer to this connection and frees its blocks
+	// at once if the connection dies (this process with it).
+	s.out, err = appendMsg(s.out, &transportv1.ShmRequest{Kind: &transportv1.ShmRequest_StartPush{StartPush: start}})
+	if err == nil {
+		s.seq = 1
+		open := &transportv1.Frame{Seq: 1, Kind: &transportv1.Frame_Open{Open: &transportv1.Open{Grant: wire.Grant(g), DstBlocks: dst}}}
+		s.out, err = appendMsg(s.out, &transportv1.ShmRequest{Kind: &transportv1.ShmRequest_Frame{Frame: open}})
+	}
+	if err == nil {
+		err = s.flush(ctx, fds...)
+		if err == nil && !inPlace && !p.segShared {
+			// The receiver holds its own descriptor now; the mapping keeps ours.
+			unix.Close(p.seg.fd)
+			p.seg.fd = -1
+			p.segShared = true
+		}
+	}
+	if err != nil {
+		if inPlace {
+			c.rem.drop()
+		}
+		p.close()
+		return nil, err
+	}
+	s.wg.Add(1)
+	s.reading = true
+	go s.recvLoop()
+	return s, nil
+}
+
+// takePipe returns an idle pipe or connects a new one; staged pushes need
+// the pipe's segment, made on first use.
+func (c *Conn) takePipe(ctx context.Context, staged bool) (*pipe, error) {
+	var p *pipe
+	c.idleMu.Lock()
+	if n := len(c.idle); n > 0 {
+		p = c.idle[n-1]
+		c.idle = c.idle[:n-1]
+	}
+	c.idleMu.Unlock()
+	if p == nil {
+		uc, r, _, err := c.connect(ctx)
+		if err != nil {
+			return nil, err
+		}
+		p = &pipe{uc: uc, r: r}
+	}
+	if staged && p.seg == nil {
+		seg, err := createSegment(c.cfg.Slots, c.cfg.SlotBytes)
+		if err != nil {
+			p.close()
+			return nil, err
+		}
+		p.seg = seg
+	}
+	return p, nil
+}
+
+// putPipe keeps a cleanly committed pipe for the next transfer.
+func (c *Conn) putPipe(p *pipe) {
+	c.idleMu.Lock()
+	if !c.closed && len(c.idle) < maxIdle {
+		c.idle = append(c.idle, p)
+		p = nil
+	}
+	c.idleMu.Unlock()
+	if p != nil {
+		p.close()
+	}
+}
+
+// layerFlushEvery is how long an in-place stream may hold layer ends
+// back; a layer's prefill takes longer on any real prompt, so in practice
+// only back-to-back layers (a cached or already computed prefix) share a write.
+const layerFlushEvery = time.Millisecond
+
+// stream is the sender half of one transfer. One goroutine sends;
+// recvLoop (owned, joined by Close) reads acknowledgements and slot returns.
+type stream struct {
+	conn    *Conn
+	p       *pipe
+	seq     uint64
+	out     []byte    // frames not yet written
+	flushed time.Time // when out was last written
+
+	// In place: the receiver's mapped memory, the lease's fence key, and
+	// the destination blocks in payload order.
+	rem *remote
+	key uint64
+	dst []int32
+	bb  int
+
+	free      chan int // staged: free slots of the segment
+	acks      chan transport.Ack
+	ended     chan struct{} // closed when recvLoop ends; err is then set
+	err       error
+	committed bool // recvLoop saw the commit and stopped reading; set before ended closes
+	reading   bool // recvLoop was started
+	wg        sync.WaitGroup
+	once      sync.Once
+}
+
+var _ transport.InPlaceStream = (*stream)(nil)
+
+// InPlace reports whether chunks are written straight into the
+// receiver's KV memory.
+func (s *stream) InPlace() bool { return s.rem != nil }
+
+func (s *stream) recvLoop() {
+	defer s.wg.Done()
+	defer close(s.ended)
+	resp := new(transportv1.ShmResponse)
+	for {
+		resp.Reset()
+		if err := s.p.r.read(resp); err != nil {
+			s.err = fmt.Errorf("%w: shm: %w", transport.ErrPeerLost, err)
+			return
+		}
+		if f := resp.GetFailure(); f != nil {
+			s.err = wire.FromFailure(f)
+			return
+		}
+		a := resp.GetAck()
+		switch k := a.GetKind().(type) {
+		case *transportv1.Ack_SlotFree:
+			if s.free != nil && k.SlotFree.GetSlot() < uint32(cap(s.free)) {
+				select {
+				case s.free <- int(k.SlotFree.GetSlot()):
+					continue
+				default: // more returns than slots
+				}
+			}
+			s.err = fmt.Errorf("%w: shm: bad slot return %d", transport.ErrProtocol, k.SlotFree.GetSlot())
+			return
+		case *transportv1.Ack_LayerDone:
+			if !s.queue(transport.Ack{Kind: transport.AckLayerDone, Layer: int(k.LayerDone.GetLayer())}) {
+				return
+			}
+		case *transportv1.Ack_Committed:
+			if s.queue(transport.Ack{Kind: transport.AckCommitted, Blocks: k.Committed.GetBlocks()}) {
+				// Nothing follows a commit: stop reading, so the pipe
+				// can carry the next transfer.
+				s.committed = true
+				s.err = fmt.Errorf("%w: transfer committed", transport.ErrClosed)
+			}
+			return
+		default:
+			s.err = fmt.Errorf("%w: shm: unexpected response %T", transport.ErrProtocol, k)
+			return
+		}
+	}
+}
+
+// queue hands an acknowledgement to Recv. The queue holds one per layer
+// plus the commit, so a correct receiver never fills it; recvLoop must not
+// block, or slot returns behind it would stall the sender.
+func (s *stream) queue(a transport.Ack) bool {
+	select {
+	case s.acks <- a:
+		return true
+	default:
+		s.err = fmt.Errorf("%w: shm: more acknowledgements than layers", transport.ErrProtocol)
+		return false
+	}
+}
+
+// alive returns the receiver's reason when it has ended the stream.
+func (s *stream) alive(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	select {
+	case <-s.ended:
+		return s.err
+	default:
+		return nil
+	}
+}
+
+// send numbers f and queues it; flush writes the queue now.
+func (s *stream) send(ctx context.Context, f *transportv1.Frame, flush bool) error {
+	if err := s.alive(ctx); err != nil {
+		return err
+	}
+	s.seq++
+	f.Seq = s.seq
+	var err error
+	if s.out, err = appendMsg(s.out, &transportv1.ShmRequest{Kind: &transportv1.ShmRequest_Frame{Frame: f}}); err != nil || !flush {
+		return err
+	}
+	return s.flush(ctx)
+}
+
+// flush writes the queued frames (with fds attached), bounded by ctx.
+func (s *stream) flush(ctx context.Context, fds ...int) error {
+	stop := bindDeadline(ctx, s.p.uc)
+	var err error
+	if len(fds) > 0 {
+		var n int
+		n, _, err = s.p.uc.WriteMsgUnix(s.out, unix.UnixRights(fds...), nil)
+		if err == nil && n != len(s.out) {
+			_, err = s.p.uc.Write(s.out[n:])
+		}
+	} else {
+		_, err = s.p.uc.Write(s.out)
+	}
+	s.out = s.out[:0]
+	s.flushed = time.Now()
+	if !stop() || err != nil {
+		s.p.uc.SetDeadline(time.Time{})
+	}
+	if err != nil {
+		if ctx.Err() == nil && s.reading {
+			select { // the receiver's reason, when it ended the stream
+			case <-s.ended:
+				return s.err
+			case <-time.After(time.Second):
+			}
+		}
+		return ioError(ctx, err)
+	}
+	return nil
+}
+
+// SendChunk writes the chunk in place, or copies it into a free staging
+// slot (waiting for one, bounded by ctx) and announces it.
+func (s *stream) SendChunk(ctx context.Context, layer int, offset uint64, segs [][]byte, crc uint32) error {
+	if s.rem != nil {
+		if err := s.alive(ctx); err != nil {
+			return err
+		}
+		if err := s.writeInPlace(layer, offset, segs); err != nil {
+			return s.refused(ctx, layer, err)
+		}
+		return nil
+	}
+	var slot int
+	select {
+	case slot = <-s.free:
+	case <-s.ended:
+		return s.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	dst := s.p.seg.mem[slot*s.p.seg.slot : (slot+1)*s.p.seg.slot]
+	n := 0
+	for _, seg := range segs {
+		if n+len(seg) > len(dst) {
+			return fmt.Errorf("%w: shm: chunk larger than a %d-byte slot", transport.ErrInvalid, len(dst))
+		}
+		n += copy(dst[n:], seg)
+	}
+	sc := &transportv1.ShmChunk{Layer: uint32(layer), Offset: offset, Slot: uint32(slot), Length: uint32(n), Crc32C: crc}
+	return s.send(ctx, &transportv1.Frame{Kind: &transportv1.Frame_ShmChunk{ShmChunk: sc}}, true)
+}
+
+// writeInPlace copies payload bytes [offset, ...) of layer into the
+// destination blocks, holding each block's fence word for the copy, so
+// nothing lands once the receiver has ended the lease.
+func (s *stream) writeInPlace(layer int, offset uint64, segs [][]byte) error {
+	if layer < 0 || layer >= len(s.rem.regions) {
+		return fmt.Errorf("%w: shm: layer %d of %d", transport.ErrInvalid, layer, len(s.rem.regions))
+	}
+	region := s.rem.regions[layer]
+	pos := offset
+	for _, seg := range segs {
+		for len(seg) > 0 {
+			idx, within := int(pos/uint64(s.bb)), int(pos%uint64(s.bb))
+			if idx >= len(s.dst) || s.dst[idx] < 0 || int(s.dst[idx]) >= len(s.rem.fence) {
+				return fmt.Errorf("%w: shm: payload offset %d beyond %d destination blocks", transport.ErrInvalid, pos, len(s.dst))
+			}
+			n := min(s.bb-within, len(seg))
+			b := s.dst[idx]
+			if err := acquire(s.rem.fence, b, s.key, s.rem.writer); err != nil {
+				return err
+			}
+			copy(region[int(b)*s.bb+within:], seg[:n])
+			if err := release(s.rem.fence, b, s.key, s.rem.writer); err != nil {
+				return err
+			}
+			pos += uint64(n)
+			seg = seg[n:]
+		}
+	}
+	return nil
+}
+
+// SendLayerEnd announces a complete layer. In place, the frame waits for
+// the next one unless the last write was long enough ago that the receiver
+// should hear of progress (its lease is renewed by every frame): a transfer
+// whose layers come faster than that costs one write in all, with its
+// commit, while one that follows a slow prefill reports every layer.
+// refused explains a write the fence turned down. The receiver ended the
+// lease (cancelled, expired, superseded) and knows why: any frame draws its
+// reason back on this stream, so a layer end is sent and the answer awaited
+// briefly. The frame cannot complete anything, since the transfer fails
+// here whatever the answer.
+func (s *stream) refused(ctx context.Context, layer int, err error) error {
+	f := &transportv1.Frame{Kind: &transportv1.Frame_LayerEnd{LayerEnd: &transportv1.LayerEnd{Layer: uint32(layer)}}}
+	if serr := s.send(ctx, f, true); serr != nil {
+		return serr
+	}
+	select {
+	case <-s.ended:
+		if s.err != nil && !s.committed {
+			return s.err
+		}
+	case <-time.After(time.Second):
+	case <-ctx.Done():
+	}
+	return err
+}
+
+func (s *stream) SendLayerEnd(ctx context.Context, layer int) error {
+	f := &transportv1.Frame{Kind: &transportv1.Frame_LayerEnd{LayerEnd: &transportv1.LayerEnd{Layer: uint32(layer)}}}
+	return s.send(ctx, f, s.rem == nil || time.Since(s.flushed) >= layerFlushEvery)
+}
+
+func (s *stream) SendCommit(ctx context.Context) error {
+	return s.send(ctx, &transportv1.Frame{Kind: &transportv1.Frame_Commit{Commit: &transportv1.Commit{}}}, true)
+}
+
+func (s *stream) Recv(ctx context.Context) (transport.Ack, error) {
+	return transport.RecvAck(ctx, s.acks, s.ended, func() error { return s.err }, nil)
+}
+
+// Close ends the stream. After a clean commit the pipe goes back to the
+// Conn for reuse; otherwise closing the socket before a commit makes the
+// receiver abort the transfer and free its blocks.
+func (s *stream) Close(cause error) error {
+	s.once.Do(func() {
+		if cause == nil {
+			select {
+			case <-s.ended:
+			case <-time.After(time.Second): // the commit ack was read, so this is prompt
+			}
+		}
+		clean := false
+		select {
+		case <-s.ended:
+			clean = cause == nil && s.committed && len(s.free) == cap(s.free)
+		default:
+		}
+		if s.rem != nil {
+			s.rem.drop()
+		}
+		if clean {
+			s.wg.Wait()
+			s.conn.putPipe(s.p)
+			return
+		}
+		s.p.uc.Close()
+		s.wg.Wait()
+		s.p.close()
+	})
+	return nil
+}
