@@ -104,8 +104,9 @@ static __device__ __forceinline__ int tc_byte(uint32_t u, int j) { return (int)(
 
 // tc_klane is one lane's eighth of a weight block, loaded once and used for
 // every token of the group. The lane covers two runs of 16 values, lo and hi,
-// whose codes it holds as bytes (unsigned, < 64, so dp4a may treat them as
-// signed) together with their scales and, for Q4_K/Q5_K, mins.
+// whose codes it holds as bytes for dp4a (Q4_K/Q5_K: unsigned, < 32, so
+// also valid as signed; Q6_K: q - 32, signed) together with their scales
+// and, for Q4_K/Q5_K, mins.
 //
 // Lane roles, sub = lane % 8:
 //   Q4_K, Q5_K: chunk c = sub/2, half h = sub%2. The bytes qs[32c+16h, +16)
@@ -144,6 +145,11 @@ static __device__ __forceinline__ int4 tc_shr4(int4 v, int s) {
 static __device__ __forceinline__ int4 tc_or4(int4 a, int4 b) {
 	return make_int4(a.x | b.x, a.y | b.y, a.z | b.z, a.w | b.w);
 }
+// tc_sub4 subtracts b from every byte of v (no borrow between bytes: the
+// results are the signed codes, in range).
+static __device__ __forceinline__ int4 tc_sub4(int4 v, int b) {
+	return make_int4(__vsub4(v.x, b), __vsub4(v.y, b), __vsub4(v.z, b), __vsub4(v.w, b));
+}
 // tc_bits4 takes the n (1 or 2) bits at bit s of every byte of v and puts
 // them at bit `to` of that byte.
 static __device__ __forceinline__ int4 tc_bits4(int4 v, int s, int n, int to) {
@@ -160,8 +166,10 @@ static __device__ __forceinline__ void tc_kload(tc_klane &k, const uint8_t *bq, 
 		int4 ql = *(const int4 *)(bq + 16 * sub);
 		int4 qh = *(const int4 *)(bq + 128 + 16 * (2 * hh + p % 2));
 		int s = 2 * (p / 2);
-		k.lo = tc_or4(tc_and4(ql, nib), tc_bits4(qh, s, 2, 4));
-		k.hi = tc_or4(tc_and4(tc_shr4(ql, 4), nib), tc_bits4(qh, s + 4, 2, 4));
+		// Codes q - 32 in [-32, 31]: signed bytes, taken off once here
+		// rather than per token.
+		k.lo = tc_sub4(tc_or4(tc_and4(ql, nib), tc_bits4(qh, s, 2, 4)), 0x20202020);
+		k.hi = tc_sub4(tc_or4(tc_and4(tc_shr4(ql, 4), nib), tc_bits4(qh, s + 4, 2, 4)), 0x20202020);
 		k.sc_lo = (int)(int8_t)bs[8 * hh + p];
 		k.sc_hi = (int)(int8_t)bs[8 * hh + p + 4];
 		k.m_lo = k.m_hi = 0;
@@ -198,15 +206,14 @@ static __device__ __forceinline__ int tc_dot16(int4 w, int4 a, int acc) {
 
 // tc_kpart is the lane's exact share of the block's integer sums against
 // the activation codes xq (the block's 256 codes): x = Σ sc*q*a, and for
-// Q4_K/Q5_K y = Σ m*a (the min term, ggml's Σ min_k*bsum_k). Q6_K's codes
-// carry an offset of 32, subtracted here in integers.
+// Q4_K/Q5_K y = Σ m*a (the min term, ggml's Σ min_k*bsum_k; 0 for Q6_K).
 template <int TYPE>
 static __device__ __forceinline__ int2 tc_kpart(const tc_klane &k, const int8_t *xq) {
 	const int4 a_lo = *(const int4 *)(xq + k.x_lo), a_hi = *(const int4 *)(xq + k.x_hi);
-	const int4 ones = make_int4(0x01010101, 0x01010101, 0x01010101, 0x01010101);
 	int s_lo = tc_dot16(k.lo, a_lo, 0), s_hi = tc_dot16(k.hi, a_hi, 0);
+	if (TYPE == TC_Q6_K) return make_int2(k.sc_lo * s_lo + k.sc_hi * s_hi, 0);
+	const int4 ones = make_int4(0x01010101, 0x01010101, 0x01010101, 0x01010101);
 	int b_lo = tc_dot16(ones, a_lo, 0), b_hi = tc_dot16(ones, a_hi, 0);
-	if (TYPE == TC_Q6_K) return make_int2(k.sc_lo * (s_lo - 32 * b_lo) + k.sc_hi * (s_hi - 32 * b_hi), 0);
 	return make_int2(k.sc_lo * s_lo + k.sc_hi * s_hi, k.m_lo * b_lo + k.m_hi * b_hi);
 }
 
@@ -249,7 +256,7 @@ __global__ void __launch_bounds__(TC_MV_WARPS * 32)
 #pragma unroll
 			for (int o = 4; o > 0; o >>= 1) {
 				s.x += __shfl_xor_sync(0xffffffffu, s.x, o);
-				s.y += __shfl_xor_sync(0xffffffffu, s.y, o);
+				if (TYPE != TC_Q6_K) s.y += __shfl_xor_sync(0xffffffffu, s.y, o);
 			}
 			if (ok && sub == 0) acc[c] = __fadd_rn(acc[c], tc_kblock<TYPE>(k.dm, s, xd[xb]));
 		}

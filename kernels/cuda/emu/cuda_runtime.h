@@ -82,6 +82,12 @@ static inline int __dp4a(int a, int b, int c) {
 	for (int i = 0; i < 4; i++) c += (int)(int8_t)(a >> (8 * i)) * (int)(int8_t)(b >> (8 * i));
 	return c;
 }
+// __vsub4: per-byte subtraction modulo 256.
+static inline unsigned __vsub4(unsigned a, unsigned b) {
+	unsigned r = 0;
+	for (int i = 0; i < 4; i++) r |= ((((a >> (8 * i)) & 0xFFu) - ((b >> (8 * i)) & 0xFFu)) & 0xFFu) << (8 * i);
+	return r;
+}
 // volatile keeps each operation a separately rounded float32 result.
 static inline float __fmul_rn(float a, float b) {
 	volatile float r = a * b;
