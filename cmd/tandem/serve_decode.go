@@ -34,6 +34,7 @@ type workerNode struct {
 	eng      *engine.Engine
 	cache    kernels.KVCache
 	recv     *transport.Receiver // decode only
+	fence    *shm.Fence          // decode with a KV socket only
 	kvAddr   string              // decode only: KVTransport address
 	session  *client.Session     // set when joined to coordinators
 	coord    *client.Client
@@ -63,6 +64,9 @@ func (n *workerNode) close() {
 	}
 	if n.recv != nil {
 		n.recv.Close()
+	}
+	if n.fence != nil {
+		n.fence.Close() // after the receiver: it disarms leases as it closes
 	}
 	n.eng.Close()
 	n.cache.Close()
@@ -151,6 +155,16 @@ func newDecodeService(ctx context.Context, g *errgroup.Group, cfg serveConfig, l
 		rc := transport.DefaultReceiverConfig(n.descriptor())
 		rc.Secret = cfg.secret()
 		rc.Logger = log
+		if cfg.KVSocket != "" {
+			// Same-host prefill workers write leased blocks straight into
+			// the KV cache (when it is host memory in a memfd), each block
+			// guarded by the fence.
+			fence, err := shm.NewFence(n.cache.Spec().Blocks)
+			if err != nil {
+				return nil, err
+			}
+			n.fence, rc.Fence = fence, fence
+		}
 		recv, err := transport.NewReceiver(rc, n.cache, n.eng)
 		if err != nil {
 			return nil, err

@@ -10,14 +10,19 @@ import (
 	"github.com/tandemserve/tandem/kernels"
 )
 
-// kvCache is paged KV storage in anonymous mmaps, one per layer: pages are
-// committed by the OS on first write, so a cache sized for the worst case
-// costs memory only for the blocks in use.
+// kvCache is paged KV storage in one sealed memfd, a region per layer:
+// pages are committed by the OS on first write, so a cache sized for the
+// worst case costs memory only for the blocks in use, and a KV transport
+// sender on the same host can map the file and write received blocks in
+// place (see transport/shm).
 type kvCache struct {
 	spec    kernels.KVSpec
 	bb      int // BlockBytes
 	mu      sync.RWMutex
-	regions [][]byte // nil after Close
+	fd      int
+	mem     []byte   // the whole file; nil after Close
+	regions [][]byte // per layer, within mem; nil after Close
+	offsets []int64
 }
 
 var _ kernels.KVCache = (*kvCache)(nil)
@@ -30,17 +35,47 @@ func (b *Backend) NewKVCache(spec kernels.KVSpec) (kernels.KVCache, error) {
 	if spec.BlockSize > math.MaxInt32/spec.Blocks {
 		return nil, fmt.Errorf("cpu: %w: %d slots do not fit int32 slot ids", kernels.ErrInvalidKVSpec, spec.Blocks*spec.BlockSize)
 	}
-	c := &kvCache{spec: spec, bb: spec.BlockBytes(), regions: make([][]byte, 0, spec.Layers)}
+	c := &kvCache{spec: spec, bb: spec.BlockBytes(), fd: -1}
 	size := spec.Blocks * c.bb
-	for l := 0; l < spec.Layers; l++ {
-		r, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
-		if err != nil {
-			_ = c.Close()
-			return nil, fmt.Errorf("%w: mapping %d bytes for layer %d: %w", ErrResources, size, l, err)
-		}
-		c.regions = append(c.regions, r)
+	total := spec.Layers * size
+	fd, err := unix.MemfdCreate("tandem-kv", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, fmt.Errorf("%w: memfd_create: %w", ErrResources, err)
+	}
+	c.fd = fd
+	// Sealed at its size: a process sharing the file cannot shrink it
+	// under our mapping (which would fault).
+	if err := unix.Ftruncate(fd, int64(total)); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("%w: sizing KV file to %d bytes: %w", ErrResources, total, err)
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("%w: sealing KV file: %w", ErrResources, err)
+	}
+	if c.mem, err = unix.Mmap(fd, 0, total, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("%w: mapping %d bytes of KV cache: %w", ErrResources, total, err)
+	}
+	c.regions = make([][]byte, spec.Layers)
+	c.offsets = make([]int64, spec.Layers)
+	for l := range c.regions {
+		c.regions[l] = c.mem[l*size : (l+1)*size : (l+1)*size]
+		c.offsets[l] = int64(l * size)
 	}
 	return c, nil
+}
+
+// MemFD returns the file holding the cache and where each layer's region
+// starts in it, for a transport that lets same-host peers write blocks in
+// place. The descriptor stays owned by the cache.
+func (c *kvCache) MemFD() (fd int, offsets []int64, ok bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.mem == nil {
+		return -1, nil, false
+	}
+	return c.fd, c.offsets, true
 }
 
 func (c *kvCache) Spec() kernels.KVSpec { return c.spec }
@@ -98,12 +133,17 @@ func (c *kvCache) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var first error
-	for _, r := range c.regions {
-		if err := unix.Munmap(r); err != nil && first == nil {
-			first = fmt.Errorf("cpu: unmapping KV region: %w", err)
+	if c.mem != nil {
+		if err := unix.Munmap(c.mem); err != nil {
+			first = fmt.Errorf("cpu: unmapping KV cache: %w", err)
 		}
 	}
-	c.regions = nil
+	if c.fd >= 0 {
+		if err := unix.Close(c.fd); err != nil && first == nil {
+			first = fmt.Errorf("cpu: closing KV file: %w", err)
+		}
+	}
+	c.mem, c.regions, c.fd = nil, nil, -1
 	return first
 }
 
