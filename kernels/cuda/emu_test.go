@@ -17,7 +17,7 @@ import (
 // against the small CUDA emulation in emu/, one thread per CUDA thread with
 // warp shuffles on barriers. These tests run it where there is no GPU and
 // compare it with kernels/quant: weight repacking and dequantization and the
-// Q8_K activations bit for bit, products within float summation order, and
+// Q8_K activations (codes, scales, run sums) bit for bit, products within float summation order, and
 // batch invariance bit for bit. gpu-check runs the same code on a GPU
 // (TestGPUMatMulMatchesRef and the others); this test keeps a CPU-only CI
 // honest about it. It skips when no C++20 compiler is installed.
@@ -145,6 +145,7 @@ type emuResult struct {
 	deq             []float32
 	codes           []byte
 	scales          []float32
+	bsums           []byte // little-endian int16, as in a Q8_K block
 	grouped, single []float32
 }
 
@@ -177,7 +178,7 @@ func runEmu(t *testing.T, exe, base string, typ quant.Type, rows, cols int, w []
 		out = out[4*k:]
 		return v
 	}
-	want := 4*rows*cols + n*cols + 4*n*cols/256 + 2*4*n*rows
+	want := 4*rows*cols + n*cols + 4*n*cols/256 + 2*n*cols/16 + 2*4*n*rows
 	if len(out) != want {
 		t.Fatalf("kquant_check wrote %d bytes, want %d", len(out), want)
 	}
@@ -185,6 +186,7 @@ func runEmu(t *testing.T, exe, base string, typ quant.Type, rows, cols int, w []
 	r.deq = floats(rows * cols)
 	r.codes, out = out[:n*cols], out[n*cols:]
 	r.scales = floats(n * cols / 256)
+	r.bsums, out = out[:2*n*cols/16], out[2*n*cols/16:]
 	r.grouped = floats(n * rows)
 	r.single = floats(n * rows)
 	return r
@@ -217,6 +219,13 @@ func checkEmu(t *testing.T, typ quant.Type, rows, cols int, w []byte, x []float3
 			for j := range codes {
 				if codes[j] != blk[4+j] {
 					t.Fatalf("token %d block %d: Q8_K code %d is %d, want %d", tok, b, j, int8(codes[j]), int8(blk[4+j]))
+				}
+			}
+			sums := got.bsums[(tok*nbr+b)*32 : (tok*nbr+b+1)*32]
+			for j := 0; j < 16; j++ {
+				g, w := int16(binary.LittleEndian.Uint16(sums[2*j:])), int16(binary.LittleEndian.Uint16(blk[260+2*j:]))
+				if g != w {
+					t.Fatalf("token %d block %d: Q8_K sum of run %d is %d, want %d", tok, b, j, g, w)
 				}
 			}
 		}

@@ -56,9 +56,11 @@ static __device__ __forceinline__ float tc_kweight_value(const uint8_t *qs, cons
 // consecutive values per lane. The scale maps the value of largest magnitude
 // (the first one on ties, as the reference's sequential scan finds it) to
 // -127; codes round half to even and saturate to [-128, 127]. Codes go to qs
-// (256 bytes per block), the scale 1/iscale to d.
-static __device__ __forceinline__ void tc_quantize_q8_k(int8_t *qs, float *d, const float *x, size_t blk,
-                                                        int lane) {
+// (256 bytes per block), the scale 1/iscale to d, and the sums of each run of
+// 16 codes to bsums (16 per block), which the Q4_K/Q5_K min terms need for
+// every weight row: computed once here rather than per row.
+static __device__ __forceinline__ void tc_quantize_q8_k(int8_t *qs, float *d, int16_t *bsums, const float *x,
+                                                        size_t blk, int lane) {
 	const float4 *xp = (const float4 *)(x + blk * TC_QK + lane * 8);
 	float4 a = xp[0], b = xp[1];
 	float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
@@ -80,24 +82,23 @@ static __device__ __forceinline__ void tc_quantize_q8_k(int8_t *qs, float *d, co
 		int oi = __shfl_xor_sync(0xffffffffu, at, o);
 		if (oa > amax || (oa == amax && oi < at)) amax = oa, m = om, at = oi;
 	}
-	int2 *out = (int2 *)(qs + blk * TC_QK + lane * 8);
-	if (m == 0.f) {
-		*out = make_int2(0, 0);
-		if (lane == 0) d[blk] = 0.f;
-		return;
-	}
-	float iscale = __fdiv_rn(-127.f, m);
+	// m == 0 (no value above zero) leaves a zero block, as in the reference.
+	float iscale = m == 0.f ? 0.f : __fdiv_rn(-127.f, m);
 	uint32_t packed[2] = {0, 0};
+	int sum = 0;
 #pragma unroll
 	for (int i = 0; i < 8; i++) {
 		// __float2int_rn is round-half-even and maps NaN to 0, as ggml's
 		// nearest_int does for the values it can meet.
-		int q = __float2int_rn(__fmul_rn(iscale, v[i]));
+		int q = m == 0.f ? 0 : __float2int_rn(__fmul_rn(iscale, v[i]));
 		q = min(127, max(-128, q));
+		sum += q;
 		packed[i / 4] |= (uint32_t)(q & 0xFF) << (8 * (i % 4));
 	}
-	*out = make_int2((int)packed[0], (int)packed[1]);
-	if (lane == 0) d[blk] = __fdiv_rn(1.f, iscale);
+	*(int2 *)(qs + blk * TC_QK + lane * 8) = make_int2((int)packed[0], (int)packed[1]);
+	sum += __shfl_xor_sync(0xffffffffu, sum, 1); // lanes 2j and 2j+1 hold run j
+	if (lane % 2 == 0) bsums[blk * 16 + lane / 2] = (int16_t)sum;
+	if (lane == 0) d[blk] = m == 0.f ? 0.f : __fdiv_rn(1.f, iscale);
 }
 
 static __device__ __forceinline__ int tc_byte(uint32_t u, int j) { return (int)((u >> (8 * j)) & 0xFFu); }
@@ -208,13 +209,11 @@ static __device__ __forceinline__ int tc_dot16(int4 w, int4 a, int acc) {
 // the activation codes xq (the block's 256 codes): x = Σ sc*q*a, and for
 // Q4_K/Q5_K y = Σ m*a (the min term, ggml's Σ min_k*bsum_k; 0 for Q6_K).
 template <int TYPE>
-static __device__ __forceinline__ int2 tc_kpart(const tc_klane &k, const int8_t *xq) {
+static __device__ __forceinline__ int2 tc_kpart(const tc_klane &k, const int8_t *xq, const int16_t *xbs) {
 	const int4 a_lo = *(const int4 *)(xq + k.x_lo), a_hi = *(const int4 *)(xq + k.x_hi);
 	int s_lo = tc_dot16(k.lo, a_lo, 0), s_hi = tc_dot16(k.hi, a_hi, 0);
 	if (TYPE == TC_Q6_K) return make_int2(k.sc_lo * s_lo + k.sc_hi * s_hi, 0);
-	const int4 ones = make_int4(0x01010101, 0x01010101, 0x01010101, 0x01010101);
-	int b_lo = tc_dot16(ones, a_lo, 0), b_hi = tc_dot16(ones, a_hi, 0);
-	return make_int2(k.sc_lo * s_lo + k.sc_hi * s_hi, k.m_lo * b_lo + k.m_hi * b_hi);
+	return make_int2(k.sc_lo * s_lo + k.sc_hi * s_hi, k.m_lo * xbs[k.x_lo / 16] + k.m_hi * xbs[k.x_hi / 16]);
 }
 
 // tc_kblock is the block's float contribution from its whole integer sums,
@@ -227,11 +226,19 @@ static __device__ __forceinline__ float tc_kblock(float2 dm, int2 s, float da) {
 	return __fsub_rn(__fmul_rn(d, (float)s.x), __fmul_rn(dmin, (float)s.y));
 }
 
+// tc_q8k is a batch of Q8_K activation rows as tc_quantize_q8_k writes
+// them, indexed by block (token * blocks per row + block).
+struct tc_q8k {
+	const int8_t *qs;     // 256 codes a block
+	const float *d;       // one scale a block
+	const int16_t *bsums; // 16 run sums a block
+};
+
 // k_mmvq_k: dst[t, row] for NC tokens starting at t0 + blockIdx.y*NC; one
 // warp per weight row, four blocks per step, eight lanes per block.
 template <int TYPE, int NC>
 __global__ void __launch_bounds__(TC_MV_WARPS * 32)
-    k_mmvq_k(float *dst, const uint8_t *w, const int8_t *xqs, const float *xd, int rows, int nbr, int t0) {
+    k_mmvq_k(float *dst, const uint8_t *w, tc_q8k x, int rows, int nbr, int t0) {
 	int row = blockIdx.x * TC_MV_WARPS + threadIdx.x / 32;
 	int lane = threadIdx.x % 32, sub = lane % 8;
 	if (row >= rows) return; // whole warps exit: the shuffles below need all 32 lanes
@@ -252,13 +259,13 @@ __global__ void __launch_bounds__(TC_MV_WARPS * 32)
 #pragma unroll
 		for (int c = 0; c < NC; c++) {
 			size_t xb = (size_t)(t + c) * nbr + b;
-			int2 s = ok ? tc_kpart<TYPE>(k, xqs + xb * TC_QK) : make_int2(0, 0);
+			int2 s = ok ? tc_kpart<TYPE>(k, x.qs + xb * TC_QK, x.bsums + xb * 16) : make_int2(0, 0);
 #pragma unroll
 			for (int o = 4; o > 0; o >>= 1) {
 				s.x += __shfl_xor_sync(0xffffffffu, s.x, o);
 				if (TYPE != TC_Q6_K) s.y += __shfl_xor_sync(0xffffffffu, s.y, o);
 			}
-			if (ok && sub == 0) acc[c] = __fadd_rn(acc[c], tc_kblock<TYPE>(k.dm, s, xd[xb]));
+			if (ok && sub == 0) acc[c] = __fadd_rn(acc[c], tc_kblock<TYPE>(k.dm, s, x.d[xb]));
 		}
 	}
 #pragma unroll

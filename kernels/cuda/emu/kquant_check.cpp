@@ -7,7 +7,8 @@
 // IN: uint32 type, rows, cols, n (little-endian), then rows x cols weights in
 // the ggml encoding, then n x cols float32 activations. OUT: the dequantized
 // weights (rows x cols float32, as the embedding reads them), the activations'
-// Q8_K codes (n x cols int8) and scales (n x cols/256 float32), the product
+// Q8_K codes (n x cols int8), scales (n x cols/256 float32) and run sums
+// (n x cols/16 int16), the product
 // (n x rows float32) computed in the token groups tandem_cuda_matmul uses, and
 // the same product computed one token at a time.
 #include <cstdio>
@@ -20,35 +21,32 @@ thread_local emu_warp *emu_cur_warp;
 dim3 blockDim;
 
 template <int TYPE, int NC>
-static void group(float *dst, const uint8_t *w, const int8_t *qs, const float *d, int groups, int t0, int rows,
-                  int nbr) {
+static void group(float *dst, const uint8_t *w, tc_q8k x, int groups, int t0, int rows, int nbr) {
 	emu_launch(dim3(tc_blocks((size_t)rows, TC_MV_WARPS), groups), TC_MV_WARPS * 32,
-	           [&] { k_mmvq_k<TYPE, NC>(dst, w, qs, d, rows, nbr, t0); });
+	           [&] { k_mmvq_k<TYPE, NC>(dst, w, x, rows, nbr, t0); });
 }
 
 // product mirrors tc_launch_k in matmul_k.cu (groups of 16, then 8, 4, 2,
 // 1), or launches one token at a time when single is set.
 template <int TYPE>
-static void product(float *dst, const uint8_t *w, const int8_t *qs, const float *d, int t, int rows, int nbr,
-                    bool single) {
+static void product(float *dst, const uint8_t *w, tc_q8k x, int t, int rows, int nbr, bool single) {
 	if (single) {
-		for (int i = 0; i < t; i++) group<TYPE, 1>(dst, w, qs, d, 1, i, rows, nbr);
+		for (int i = 0; i < t; i++) group<TYPE, 1>(dst, w, x, 1, i, rows, nbr);
 		return;
 	}
 	int full = t / TC_MAX_COLS, t0 = full * TC_MAX_COLS;
-	if (full > 0) group<TYPE, TC_MAX_COLS>(dst, w, qs, d, full, 0, rows, nbr);
-	if (t - t0 >= 8) group<TYPE, 8>(dst, w, qs, d, 1, t0, rows, nbr), t0 += 8;
-	if (t - t0 >= 4) group<TYPE, 4>(dst, w, qs, d, 1, t0, rows, nbr), t0 += 4;
-	if (t - t0 >= 2) group<TYPE, 2>(dst, w, qs, d, 1, t0, rows, nbr), t0 += 2;
-	if (t - t0 >= 1) group<TYPE, 1>(dst, w, qs, d, 1, t0, rows, nbr);
+	if (full > 0) group<TYPE, TC_MAX_COLS>(dst, w, x, full, 0, rows, nbr);
+	if (t - t0 >= 8) group<TYPE, 8>(dst, w, x, 1, t0, rows, nbr), t0 += 8;
+	if (t - t0 >= 4) group<TYPE, 4>(dst, w, x, 1, t0, rows, nbr), t0 += 4;
+	if (t - t0 >= 2) group<TYPE, 2>(dst, w, x, 1, t0, rows, nbr), t0 += 2;
+	if (t - t0 >= 1) group<TYPE, 1>(dst, w, x, 1, t0, rows, nbr);
 }
 
-static bool product_of(int type, float *dst, const uint8_t *w, const int8_t *qs, const float *d, int t, int rows,
-                       int nbr, bool single) {
+static bool product_of(int type, float *dst, const uint8_t *w, tc_q8k x, int t, int rows, int nbr, bool single) {
 	switch (type) {
-	case TC_Q4_K: product<TC_Q4_K>(dst, w, qs, d, t, rows, nbr, single); return true;
-	case TC_Q5_K: product<TC_Q5_K>(dst, w, qs, d, t, rows, nbr, single); return true;
-	case TC_Q6_K: product<TC_Q6_K>(dst, w, qs, d, t, rows, nbr, single); return true;
+	case TC_Q4_K: product<TC_Q4_K>(dst, w, x, t, rows, nbr, single); return true;
+	case TC_Q5_K: product<TC_Q5_K>(dst, w, x, t, rows, nbr, single); return true;
+	case TC_Q6_K: product<TC_Q6_K>(dst, w, x, t, rows, nbr, single); return true;
 	}
 	return false;
 }
@@ -107,14 +105,16 @@ int main(int argc, char **argv) {
 
 	std::vector<int8_t> qs(nx * TC_QK);
 	std::vector<float> d(nx);
+	std::vector<int16_t> bsums(nx * 16);
 	emu_launch(dim3(tc_blocks(nx * 32, 256)), 256, [&] {
 		size_t blk = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / 32;
-		if (blk < nx) tc_quantize_q8_k(qs.data(), d.data(), x.data(), blk, threadIdx.x % 32);
+		if (blk < nx) tc_quantize_q8_k(qs.data(), d.data(), bsums.data(), x.data(), blk, threadIdx.x % 32);
 	});
 
 	std::vector<float> grouped((size_t)n * rows), single((size_t)n * rows);
-	product_of(type, grouped.data(), w.data(), qs.data(), d.data(), n, rows, (int)nbr, false);
-	product_of(type, single.data(), w.data(), qs.data(), d.data(), n, rows, (int)nbr, true);
+	tc_q8k act = {qs.data(), d.data(), bsums.data()};
+	product_of(type, grouped.data(), w.data(), act, n, rows, (int)nbr, false);
+	product_of(type, single.data(), w.data(), act, n, rows, (int)nbr, true);
 
 	FILE *f = fopen(argv[2], "wb");
 	if (f == nullptr) {
@@ -123,6 +123,7 @@ int main(int argc, char **argv) {
 	}
 	bool ok = fwrite(deq.data(), 4, deq.size(), f) == deq.size() && fwrite(qs.data(), 1, qs.size(), f) == qs.size() &&
 	          fwrite(d.data(), 4, d.size(), f) == d.size() &&
+	          fwrite(bsums.data(), 2, bsums.size(), f) == bsums.size() &&
 	          fwrite(grouped.data(), 4, grouped.size(), f) == grouped.size() &&
 	          fwrite(single.data(), 4, single.size(), f) == single.size();
 	if (fclose(f) != 0 || !ok) {
