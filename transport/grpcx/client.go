@@ -3,12 +3,14 @@ package grpcx
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
 
 	transportv1 "github.com/tandemserve/tandem/proto/transport/v1"
 	"github.com/tandemserve/tandem/transport"
@@ -22,6 +24,11 @@ type Conn struct {
 	cc     *grpc.ClientConn
 	client transportv1.KVTransportClient
 	peer   transport.Descriptor
+
+	// reuse: the receiver said at handshake that its push streams carry
+	// transfers back to back; with an older receiver every transfer gets
+	// a fresh stream.
+	reuse bool
 
 	mu     sync.Mutex
 	idle   []*pipe // clean pipes, at most cfg.IdleStreams
@@ -64,11 +71,13 @@ func Dial(ctx context.Context, cfg Config, addr string, local transport.Descript
 		return nil, fmt.Errorf("grpcx: dial %s: %w", addr, err)
 	}
 	c := &Conn{cfg: cfg, cc: cc, client: transportv1.NewKVTransportClient(cc)}
-	resp, err := c.client.Handshake(ctx, &transportv1.HandshakeRequest{Sender: wire.Descriptor(local)})
+	var hdr metadata.MD
+	resp, err := c.client.Handshake(ctx, &transportv1.HandshakeRequest{Sender: wire.Descriptor(local)}, grpc.Header(&hdr))
 	if err != nil {
 		cc.Close()
 		return nil, fromStatus(ctx, err)
 	}
+	c.reuse = slices.Contains(hdr.Get(pipesHeader), pipesReuse)
 	if c.peer, err = wire.FromDescriptor(resp.GetReceiver()); err == nil {
 		err = transport.Compatible(local, c.peer)
 	}

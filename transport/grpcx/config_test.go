@@ -17,6 +17,8 @@ func TestConfig_Validate(t *testing.T) {
 		{"no TLS files", func(c *grpcx.Config) {}, false},
 		{"tiny chunk", func(c *grpcx.Config) { c.Insecure, c.MaxChunkBytes = true, 100 }, false},
 		{"conn window below stream window", func(c *grpcx.Config) { c.Insecure, c.ConnWindow = true, c.StreamWindow-1 }, false},
+		{"negative idle streams", func(c *grpcx.Config) { c.Insecure, c.IdleStreams = true, -1 }, false},
+		{"no idle streams", func(c *grpcx.Config) { c.Insecure, c.IdleStreams = true, 0 }, true},
 		{"no keepalive", func(c *grpcx.Config) { c.Insecure, c.Keepalive = true, 0*time.Second }, false},
 		{"no logger", func(c *grpcx.Config) { c.Insecure, c.Logger = true, nil }, false},
 	}

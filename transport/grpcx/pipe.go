@@ -29,6 +29,17 @@ type pipe struct {
 	reused bool
 }
 
+// pipesHeader is the Handshake response header by which a receiver says
+// that its Push streams carry transfers back to back (value pipesReuse).
+// The wire format is unchanged; a sender only keeps a stream after its
+// commit when the receiver will keep reading it, so a sender and a
+// receiver of different versions still work together, a stream per
+// transfer.
+const (
+	pipesHeader = "tandem-push-streams"
+	pipesReuse  = "reuse"
+)
+
 // openPipe starts a Push call. The call outlives ctx (it may carry many
 // transfers); ctx bounds only the setup.
 func (c *Conn) openPipe(ctx context.Context) (*pipe, error) {
@@ -71,7 +82,7 @@ func (c *Conn) take(ctx context.Context) (*pipe, error) {
 func (c *Conn) put(p *pipe) {
 	p.reused = true
 	c.mu.Lock()
-	if !c.closed && len(c.idle) < c.cfg.IdleStreams {
+	if c.reuse && !c.closed && len(c.idle) < c.cfg.IdleStreams {
 		c.idle = append(c.idle, p)
 		c.mu.Unlock()
 		return

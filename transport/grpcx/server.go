@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
 
 	transportv1 "github.com/tandemserve/tandem/proto/transport/v1"
 	"github.com/tandemserve/tandem/transport"
@@ -88,8 +89,9 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// Handshake checks the sender's descriptor against ours.
-func (s *Server) Handshake(_ context.Context, req *transportv1.HandshakeRequest) (*transportv1.HandshakeResponse, error) {
+// Handshake checks the sender's descriptor against ours, and tells the
+// sender in a header that Push streams here carry transfers back to back.
+func (s *Server) Handshake(ctx context.Context, req *transportv1.HandshakeRequest) (*transportv1.HandshakeResponse, error) {
 	peer, err := wire.FromDescriptor(req.GetSender())
 	if err != nil {
 		return nil, toStatus(err)
@@ -97,6 +99,9 @@ func (s *Server) Handshake(_ context.Context, req *transportv1.HandshakeRequest)
 	local, err := s.recv.Handshake(peer)
 	if err != nil {
 		return nil, toStatus(err)
+	}
+	if err := grpc.SetHeader(ctx, metadata.Pairs(pipesHeader, pipesReuse)); err != nil {
+		return nil, toStatus(fmt.Errorf("grpcx: handshake header: %w", err))
 	}
 	return &transportv1.HandshakeResponse{Receiver: wire.Descriptor(local)}, nil
 }
