@@ -6,6 +6,8 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"syscall"
+	"time"
 	"testing"
 
 	"github.com/tandemserve/tandem/kernels"
@@ -27,6 +29,17 @@ func benchThreads() int {
 		return n
 	}
 	return runtime.NumCPU()
+}
+
+// cpuSeconds is the process's user+system CPU time. With one kernel thread
+// (TANDEM_BENCH_THREADS=1) tokens per CPU second compares kernels on a shared
+// machine, where wall time also counts other processes' time slices.
+func cpuSeconds(b *testing.B) float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatalf("getrusage: %v", err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 // BenchmarkMatMul reports weight bytes streamed per second (GB/s, the decode

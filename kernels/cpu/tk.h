@@ -77,6 +77,10 @@ typedef struct {
 	// deq_row[type] decodes n values of one row like tk_dequant_row, with
 	// the same bits, faster; NULL where a level has none.
 	void (*deq_row[31])(const uint8_t *x, float *y, int n);
+	// tile_hot is tile[TK_F32] for weight rows already in cache (a
+	// dequantized scratch tile): the same arithmetic without the prefetches
+	// that streaming weights need. NULL: use tile[TK_F32].
+	tk_tile_fn tile_hot;
 	// Attention helpers. K and V blocks are widened to f32 once per work
 	// item and shared by all of its query rows and heads.
 	void (*cvt_f16)(float *dst, const uint16_t *src, int n);

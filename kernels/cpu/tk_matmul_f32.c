@@ -65,7 +65,7 @@ int tk_matmul_f32act(tk_pool *p, const tk_kernels *k, int type, const uint8_t *w
 		return 0;
 	}
 	mf_args m = {
-	    .fn = k->tile[TK_F32],
+	    .fn = k->tile_hot ? k->tile_hot : k->tile[TK_F32],
 	    .deq_row = k->deq_row[type],
 	    .mr = k->mr,
 	    .nr = k->nr,

@@ -136,6 +136,10 @@ static inline __attribute__((always_inline)) void SFX(legacy_body)(
 	}
 }
 
+// TK_F32_HOT is a pseudo weight type for float_body: f32 rows that are
+// already in cache, so the kernel skips the prefetches.
+enum { TK_F32_HOT = 64 };
+
 // load8 converts 8 weights of a float type at element k of row p to f32.
 static inline __m256 SFX(load8)(const int T, const uint8_t *p, int k) {
 	switch (T) {
@@ -181,7 +185,7 @@ static inline __attribute__((always_inline)) void SFX(float_body)(
 	for (; k + 8 <= n; k += 8) {
 		__m256 wv[TK_MR];
 		for (int i = 0; i < MR; i++) {
-			if ((k & 15) == 0) {
+			if (T != TK_F32_HOT && (k & 15) == 0) {
 				_mm_prefetch((const char *)(w + (size_t)i * ws) + (T == TK_F32 ? 4 : 2) * k + TK_PF_DIST, _MM_HINT_T0);
 			}
 			wv[i] = SFX(load8)(T, w + (size_t)i * ws, k);
@@ -334,6 +338,7 @@ TILE_FN(tile_q5_0, legacy_body, TK_Q5_0)
 TILE_FN(tile_q5_1, legacy_body, TK_Q5_1)
 TILE_FN(tile_q8_0, legacy_body, TK_Q8_0)
 TILE_FN(tile_f32, float_body, TK_F32)
+TILE_FN(tile_f32_hot, float_body, TK_F32_HOT)
 TILE_FN(tile_f16, float_body, TK_F16)
 TILE_FN(tile_bf16, float_body, TK_BF16)
 TILE_FN(deq_tile_q4_0, deq_body, TK_Q4_0)
@@ -473,6 +478,7 @@ static void SFX(fill)(tk_kernels *k) {
 	k->tile[TK_Q5_1] = SFX(tile_q5_1);
 	k->tile[TK_Q8_0] = SFX(tile_q8_0);
 	k->tile[TK_F32] = SFX(tile_f32);
+	k->tile_hot = SFX(tile_f32_hot);
 	k->tile[TK_F16] = SFX(tile_f16);
 	k->tile[TK_BF16] = SFX(tile_bf16);
 	k->deq_tile[TK_Q4_0] = SFX(deq_tile_q4_0);

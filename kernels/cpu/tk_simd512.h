@@ -46,7 +46,7 @@ static inline __attribute__((always_inline)) void SFX(float_body)(
 	for (; k + 16 <= n; k += 16) {
 		__m512 wv[TK_MR];
 		for (int i = 0; i < MR; i++) {
-			if (T == TK_F32 || (k & 31) == 0) {  // one prefetch per cache line
+			if (T == TK_F32 || (T != TK_F32_HOT && (k & 31) == 0)) {  // one prefetch per cache line
 				_mm_prefetch((const char *)(w + (size_t)i * ws) + (T == TK_F32 ? 4 : 2) * k + TK_PF_DIST, _MM_HINT_T0);
 			}
 			wv[i] = SFX(load16)(T, w + (size_t)i * ws, k);
@@ -134,7 +134,7 @@ static inline __attribute__((always_inline)) void SFX(deq_body)(
 static inline __attribute__((always_inline)) void SFX(deq_row_body)(const int T, const uint8_t *x, float *y, int n) {
 	const size_t bb = T == TK_Q4_0 ? 18 : T == TK_Q4_1 ? 20 : 34;
 	for (int b = 0; b < n / 32; b++, x += bb, y += 32) {
-		_mm_prefetch((const char *)x + TK_PF_DIST, _MM_HINT_T0);
+		_mm_prefetch((const char *)x + 4 * TK_PF_DIST, _MM_HINT_T0);
 		__m512 lut = T == TK_Q8_0 ? _mm512_setzero_ps() : SFX(lut16)(T, x);
 		__m512i idx = SFX(qidx)(T, x);
 		_mm512_storeu_ps(y, SFX(deq16)(T, x, 0, lut, idx));
