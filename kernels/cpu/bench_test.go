@@ -7,8 +7,8 @@ import (
 	"runtime"
 	"strconv"
 	"syscall"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/tandemserve/tandem/kernels"
 	"github.com/tandemserve/tandem/kernels/quant"
