@@ -17,10 +17,11 @@ import (
 // against the small CUDA emulation in emu/, one thread per CUDA thread with
 // warp shuffles on barriers. These tests run it where there is no GPU and
 // compare it with kernels/quant: weight repacking and dequantization and the
-// Q8_K activations (codes, scales, run sums) bit for bit, products within float summation order, and
-// batch invariance bit for bit. gpu-check runs the same code on a GPU
-// (TestGPUMatMulMatchesRef and the others); this test keeps a CPU-only CI
-// honest about it. It skips when no C++20 compiler is installed.
+// Q8_K activations (codes, scales, run sums) bit for bit, products within
+// float summation order, and batch invariance bit for bit. gpu-check runs the
+// same code on a GPU (TestGPUMatMulMatchesRef and the others); this test
+// keeps a CPU-only CI honest about it between GPU runs. It skips when no
+// C++20 compiler is installed.
 
 // emuCompiler returns a C++ compiler that builds C++20 threads and
 // barriers, or skips.
