@@ -81,7 +81,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	gcfg := cfg
 	gcfg.DecodeWorkers = []string{dec.Addr()}
 	if cfg.Mode == "disaggregated" {
-		routes := newKVRoutes(dialer.Config{})
+		routes := newKVRoutes(dialer.Config{}, cfg.logger(stderr, "prefill"))
 		routes.add(dec.Addr(), dec.recv)
 		pre, err := startWorker(gctx, g, wcfg, "prefill", cfg.logger(stderr, "prefill"), reg, newPrefillService(routes, cfg.logger(stderr, "prefill")))
 		if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/tandemserve/tandem/transport"
 	"github.com/tandemserve/tandem/transport/dialer"
 	"github.com/tandemserve/tandem/transport/inproc"
+	"github.com/tandemserve/tandem/transport/shm"
 )
 
 // kvRoutes dials decode workers' KV receivers. Receivers registered in this
@@ -23,6 +24,7 @@ import (
 // until a failed transfer drops it.
 type kvRoutes struct {
 	cfg dialer.Config
+	log *slog.Logger
 
 	mu    sync.Mutex
 	recvs map[string]*transport.Receiver
@@ -31,8 +33,8 @@ type kvRoutes struct {
 
 var _ prefill.Dialer = (*kvRoutes)(nil)
 
-func newKVRoutes(cfg dialer.Config) *kvRoutes {
-	return &kvRoutes{cfg: cfg, recvs: map[string]*transport.Receiver{}, conns: map[string]transport.Conn{}}
+func newKVRoutes(cfg dialer.Config, log *slog.Logger) *kvRoutes {
+	return &kvRoutes{cfg: cfg, log: log, recvs: map[string]*transport.Receiver{}, conns: map[string]transport.Conn{}}
 }
 
 // add registers an in-process receiver for node.
@@ -50,14 +52,20 @@ func (r *kvRoutes) Dial(ctx context.Context, peer dialer.Peer) (transport.Conn, 
 	}
 	var c transport.Conn
 	var err error
+	kind := dialer.Kind("in-process")
 	if recv, ok := r.recvs[peer.NodeID]; ok {
 		c, err = inproc.Dial(r.cfg.Local, recv, nil)
 	} else {
-		c, _, err = dialer.Dial(ctx, r.cfg, peer)
+		c, kind, err = dialer.Dial(ctx, r.cfg, peer)
 	}
 	if err != nil {
 		return nil, err
 	}
+	attrs := []any{"decode", peer.NodeID, "backend", string(kind)}
+	if sc, ok := c.(*shm.Conn); ok {
+		attrs = append(attrs, "in_place", sc.InPlace())
+	}
+	r.log.Info("KV route connected", attrs...)
 	r.conns[peer.NodeID] = c
 	return c, nil
 }
@@ -100,7 +108,7 @@ func runPrefill(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if err != nil {
 			return nil, nil, err
 		}
-		routes := newKVRoutes(kvc)
+		routes := newKVRoutes(kvc, log)
 		return newPrefillService(routes, log), routes.close, nil
 	})
 }

@@ -195,6 +195,10 @@ func ioError(ctx context.Context, err error) error {
 	return fmt.Errorf("%w: shm: %w", transport.ErrPeerLost, err)
 }
 
+// InPlace reports whether the receiver's KV memory is mapped, so transfers
+// (those reserved through this Conn) write leased blocks in place.
+func (c *Conn) InPlace() bool { return c.rem != nil }
+
 // Peer returns the receiver's descriptor.
 func (c *Conn) Peer() transport.Descriptor { return c.peer }
 
