@@ -22,9 +22,15 @@
 // live and its epoch matches, under the lease's lock, so a late write from a
 // stale transfer can never land in blocks that were freed and reused.
 //
+// A backend whose sender writes destination blocks itself (shared memory
+// mapped by both processes; RDMA) cannot rely on the lease lock: the
+// receiver then guards the blocks with a Fence, arming a lease's blocks with
+// its key at Reserve and disarming them at commit and whenever the lease
+// ends, and such a stream is opened with OpenInPlace.
+//
 // Backends implement Conn and Stream: grpcx (bidirectional gRPC streaming
-// over mutual TLS), shm (a shared-memory staging segment with a unix-socket
-// control channel, for peers on one host) and inproc (direct calls, for
-// tests). The receiving half of every backend feeds the same Receiver, so the
-// checks above are written once.
+// over mutual TLS), shm (in-place writes into the receiver's memfd-backed KV
+// cache, or a staging segment, with a unix-socket control channel, for peers
+// on one host) and inproc (direct calls, for tests). The receiving half of
+// every backend feeds the same Receiver, so the checks above are written once.
 package transport

@@ -1,16 +1,28 @@
-// Package shm is the same-host transport backend. The sender copies each
-// chunk once into a staging slot of a sealed memfd segment it shares with
-// the receiver (the descriptor crosses a unix socket with SCM_RIGHTS); only
-// small protobuf control messages travel on the socket. The receiver checks
-// the grant, lease and CRC32C and copies the slot into its KV region, under
-// the lease lock, so fencing is the same as on the network: a sender never
-// writes into receiver KV memory directly, and a stale transfer's bytes can
-// only ever reach its own staging segment. Slots return to the sender with
-// SlotFree acknowledgements, which is the backend's flow control.
+// Package shm is the same-host transport backend. Only small protobuf
+// control messages travel on a unix socket; the payload moves through
+// shared memory in one of two ways.
+//
+// In place (the receiver's KV memory is a sealed memfd, as the CPU
+// backend's cache is, and the receiver keeps a Fence): the sender maps the
+// receiver's KV file and fence once per connection and copies each block
+// straight into its leased destination block, holding that block's fence
+// word for the copy. The receiver arms a lease's words with the lease's key
+// and disarms them at commit and whenever the lease ends, so a stale
+// transfer can never write into reused blocks (see transport.Fence). One copy
+// per byte, no staging, no checksum: the bytes never leave memory.
+//
+// Staged (any other receiver memory, or Config.StageOnly): the sender copies
+// each chunk into a slot of a sealed memfd staging segment it shares with the
+// receiver; the receiver checks the grant, lease and CRC32C and copies the
+// slot into its KV region under the lease lock. Slots return to the sender
+// with SlotFree acknowledgements, which is the path's flow control.
 //
 // The socket is the authentication boundary: it lives in a directory only
 // the cluster's user can enter, is created 0600, and every connection's
-// peer credentials (SO_PEERCRED) must name an allowed uid.
+// peer credentials (SO_PEERCRED) must name an allowed uid. A sender writing
+// in place can write any block of the receiver's KV file: the fence guards
+// against stale transfers, not hostile processes, so only uids as trusted as
+// the receiver's own may be allowed.
 package shm
 
 import (
