@@ -56,7 +56,7 @@ func Dial(ctx context.Context, cfg Config, addr string, local transport.Descript
 		if err != nil {
 			return nil, err
 		}
-		creds = credentials.NewTLS(tlsCfg)
+		creds = batchedTLS{credentials.NewTLS(tlsCfg)}
 	}
 	cc, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(creds),

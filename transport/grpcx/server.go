@@ -53,7 +53,7 @@ func NewServer(cfg Config, recv *transport.Receiver) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
-		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
+		opts = append(opts, grpc.Creds(batchedTLS{credentials.NewTLS(tlsCfg)}))
 	}
 	s := &Server{cfg: cfg, recv: recv, grpc: grpc.NewServer(opts...), done: make(chan struct{})}
 	transportv1.RegisterKVTransportServer(s.grpc, s)
