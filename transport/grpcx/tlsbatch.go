@@ -14,7 +14,9 @@ import (
 // gRPC's write buffer costs 16 syscalls, and on loopback those dominate a
 // transfer; batched, the records of one Write leave together. The records
 // and their order are unchanged; only the syscall boundaries move.
-type batchedTLS struct{ credentials.TransportCredentials }
+type batchedTLS struct {
+	credentials.TransportCredentials
+}
 
 var _ credentials.TransportCredentials = batchedTLS{}
 
