@@ -123,6 +123,24 @@ func NewTransfer(r *Registry) *Transfer {
 	return t
 }
 
+// RegisterReceiver exports a decode worker's KV receiver state, read at
+// scrape time: transfers holding blocks, and blocks a stalled in-place
+// writer keeps out of the pool (non-zero for long means a stuck prefill
+// process on this host).
+func RegisterReceiver(r *Registry, active, quarantined func() int) error {
+	for _, c := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tandem_kv_transfers_active", Help: "KV transfers holding blocks at this decode worker."},
+			func() float64 { return float64(active()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tandem_kv_blocks_quarantined", Help: "KV blocks held back because an in-place writer stalled inside them."},
+			func() float64 { return float64(quarantined()) }),
+	} {
+		if err := r.reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // RegisterEngine exports an engine's load, read at scrape time, labelled
 // with the worker's role. Several workers may share one registry (tandem dev)
 // as long as their roles differ.

@@ -21,6 +21,9 @@ func TestEngineCollector(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if err := metrics.RegisterReceiver(r, func() int { return 2 }, func() int { return 7 }); err != nil {
+		t.Fatal(err)
+	}
 	// A second engine under a role already registered is refused.
 	if err := metrics.RegisterEngine(r, "decode", func() engine.Load { return engine.Load{} }); err == nil {
 		t.Fatal("duplicate role registered")
@@ -57,6 +60,8 @@ func TestEngineCollector(t *testing.T) {
 		{"tandem_requests_running{role=prefill}", 1},
 		{"tandem_kv_cache_usage_ratio{role=prefill}", 0},
 		{"tandem_kv_transfer_failures_total", 0},
+		{"tandem_kv_transfers_active", 2},
+		{"tandem_kv_blocks_quarantined", 7},
 		{"tandem_gateway_requests_running", 0},
 	}
 	for _, tc := range cases {

@@ -170,6 +170,9 @@ func newDecodeService(ctx context.Context, g *errgroup.Group, cfg serveConfig, l
 			return nil, err
 		}
 		n.recv = recv
+		if err := metrics.RegisterReceiver(n.reg, recv.Active, recv.Quarantined); err != nil {
+			return nil, err
+		}
 		dc := decode.DefaultConfig()
 		dc.Logger = log
 		srv, err := decode.NewServer(dc, n.eng, recv, n.model.ID)

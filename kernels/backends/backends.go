@@ -53,7 +53,7 @@ func Open(name string, opts Options) (kernels.Backend, error) {
 		if log == nil {
 			log = slog.New(slog.DiscardHandler)
 		}
-		return cuda.New(cuda.Config{Device: opts.Device, Logger: log})
+		return cuda.New(cuda.Config{Device: opts.Device, Logger: log, Activations: opts.Activations})
 	}
 	return nil, fmt.Errorf("%w %q (choose one of %v)", ErrUnknown, name, Names())
 }
