@@ -59,6 +59,7 @@ static inline __m256i SFX(nibbles)(const uint8_t *p) {
 	return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m), _mm_and_si128(q, m));
 }
 
+#if !TK_W512  // tk_simd512.h has the 512-bit legacy_body
 // legacy_body is the tile kernel of the 32-value quants. T, MR and NR are
 // compile-time constants at every call, so the accumulators stay in registers.
 static inline __attribute__((always_inline)) void SFX(legacy_body)(
@@ -135,6 +136,8 @@ static inline __attribute__((always_inline)) void SFX(legacy_body)(
 		for (int j = 0; j < NR; j++) out[(size_t)j * ldo + i] = SFX(hsum)(acc[i][j]) + sm[j];
 	}
 }
+
+#endif
 
 // TK_F32_HOT is a pseudo weight type for float_body: f32 rows that are
 // already in cache, so the kernel skips the prefetches.

@@ -145,3 +145,116 @@ static inline __attribute__((always_inline)) void SFX(deq_row_body)(const int T,
 static void SFX(deq_row_q4_0)(const uint8_t *x, float *y, int n) { SFX(deq_row_body)(TK_Q4_0, x, y, n); }
 static void SFX(deq_row_q4_1)(const uint8_t *x, float *y, int n) { SFX(deq_row_body)(TK_Q4_1, x, y, n); }
 static void SFX(deq_row_q8_0)(const uint8_t *x, float *y, int n) { SFX(deq_row_body)(TK_Q8_0, x, y, n); }
+
+// legacy_step adds blocks b and b+1 (b alone when TWO is 0) of the tile's
+// pairs to acc and summ; see legacy_body.
+static inline __attribute__((always_inline)) void SFX(legacy_step)(
+    const int T, const int TWO, int b, const uint8_t *w, size_t ws, const int MR, const uint8_t *a,
+    size_t as, const int NR, __m512 acc[TK_MR][TK_NR], __m128 summ[TK_MR]) {
+	const size_t bb = T == TK_Q4_0 ? 18 : T == TK_Q4_1 ? 20 : T == TK_Q5_0 ? 22 : T == TK_Q5_1 ? 24 : 34;
+	const size_t qoff = T == TK_Q4_0 ? 2 : T == TK_Q4_1 ? 4 : T == TK_Q5_0 ? 6 : T == TK_Q5_1 ? 8 : 2;
+	const __m512i m4 = _mm512_set1_epi8(0x0f);
+	const __m512i bit4 = _mm512_set1_epi8(0x10);
+	// Quant bytes [qs_b, qs_b, qs_b1, qs_b1] by 128-bit lane; shifting the
+	// odd lanes by four leaves each block's 32 values in order.
+	const __m512i nshift = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4);
+	__m512i wq[TK_MR];
+	__mmask64 wneg[TK_MR];
+	__m512 dw[TK_MR];
+	float mw[TK_MR][2];
+	for (int i = 0; i < MR; i++) {
+		const uint8_t *p0 = w + (size_t)i * ws + (size_t)b * bb;
+		const uint8_t *p1 = TWO ? p0 + bb : p0;
+		_mm_prefetch((const char *)p0 + TK_PF_DIST, _MM_HINT_T0);
+		float d0 = SFX(h2f)(p0), d1 = SFX(h2f)(p1);
+		dw[i] = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(_mm256_set1_ps(d0))),
+		                                            _mm256_castps_pd(_mm256_set1_ps(d1)), 1));
+		if (T == TK_Q8_0) {
+			// Signed x signed: vpdpbusd takes |w| and the activation with
+			// w's sign moved onto it.
+			__m256i lo = _mm256_loadu_si256((const __m256i *)(p0 + 2));
+			__m512i q = TWO ? _mm512_inserti64x4(_mm512_castsi256_si512(lo), _mm256_loadu_si256((const __m256i *)(p1 + 2)), 1)
+			                : _mm512_zextsi256_si512(lo);
+			wneg[i] = _mm512_movepi8_mask(q);
+			wq[i] = _mm512_abs_epi8(q);
+			continue;
+		}
+		__m256i q2 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(p0 + qoff))),
+		                                     _mm_loadu_si128((const __m128i *)(p1 + qoff)), 1);
+		__m512i q = _mm512_castsi256_si512(q2);
+		q = _mm512_and_si512(_mm512_srlv_epi64(_mm512_shuffle_i64x2(q, q, 0x50), nshift), m4);
+		if (T == TK_Q5_0 || T == TK_Q5_1) {
+			uint32_t h0, h1;
+			memcpy(&h0, p0 + (T == TK_Q5_0 ? 2 : 4), 4);
+			memcpy(&h1, p1 + (T == TK_Q5_0 ? 2 : 4), 4);
+			q = _mm512_or_si512(q, _mm512_maskz_mov_epi8((__mmask64)h0 | (__mmask64)h1 << 32, bit4));
+		}
+		wq[i] = TWO ? q : _mm512_zextsi256_si512(_mm512_castsi512_si256(q));
+		switch (T) {
+		case TK_Q4_0:
+			mw[i][0] = -8.0f * d0;
+			mw[i][1] = -8.0f * d1;
+			break;
+		case TK_Q5_0:
+			mw[i][0] = -16.0f * d0;
+			mw[i][1] = -16.0f * d1;
+			break;
+		default:  // Q4_1, Q5_1: the stored minimum
+			mw[i][0] = SFX(h2f)(p0 + 2);
+			mw[i][1] = SFX(h2f)(p1 + 2);
+		}
+	}
+	if (T != TK_Q8_0) {
+		for (int h = 0; h <= TWO; h++) {
+			// Built in registers: scalar stores read back as one vector
+			// would stall on store forwarding every block.
+#define SA(j) ((j) < NR ? ((const tk_q8a *)(a + (size_t)(j) * as) + b + h)->s : 0.0f)
+			__m128 sv = _mm_set_ps(SA(3), SA(2), SA(1), SA(0));
+#undef SA
+			for (int i = 0; i < MR; i++) summ[i] = _mm_fmadd_ps(_mm_set1_ps(mw[i][h]), sv, summ[i]);
+		}
+	}
+	for (int j = 0; j < NR; j++) {
+		const tk_q8a *a0 = (const tk_q8a *)(a + (size_t)j * as) + b;
+		const tk_q8a *a1 = TWO ? a0 + 1 : a0;
+		__m256i alo = _mm256_loadu_si256((const __m256i *)a0->qs);
+		__m512i aq = TWO ? _mm512_inserti64x4(_mm512_castsi256_si512(alo), _mm256_loadu_si256((const __m256i *)a1->qs), 1)
+		                 : _mm512_zextsi256_si512(alo);
+		__m512 da = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(_mm256_set1_ps(a0->d))),
+		                                                _mm256_castps_pd(_mm256_set1_ps(a1->d)), 1));
+		for (int i = 0; i < MR; i++) {
+			__m512i av = T == TK_Q8_0 ? _mm512_mask_sub_epi8(aq, wneg[i], _mm512_setzero_si512(), aq) : aq;
+			__m512i l = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wq[i], av);
+			acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(l), _mm512_mul_ps(dw[i], da), acc[i][j]);
+		}
+	}
+}
+
+// legacy_body is the 8-bit-activation tile of the 32-value quants, two
+// blocks per 512-bit vpdpbusd. Lanes 0-7 of a pair's accumulator take the
+// even blocks, lanes 8-15 the odd ones; a lone last block runs with the
+// upper half zero, so it adds +0 there. Integer block sums are exact; the
+// rounding is the per-block float FMA, the per-block offset FMA in summ and
+// the fixed-order horizontal sum, all independent of the tile shape.
+static inline __attribute__((always_inline)) void SFX(legacy_body)(
+    const int T, int nb, const uint8_t *w, size_t ws, const int MR, const uint8_t *a,
+    size_t as, const int NR, float *out, size_t ldo) {
+	__m512 acc[TK_MR][TK_NR];
+	// summ[i] lane j accumulates weight row i's offset term against
+	// activation row j, one FMA per block in block order.
+	__m128 summ[TK_MR];
+	for (int i = 0; i < MR; i++) {
+		for (int j = 0; j < NR; j++) acc[i][j] = _mm512_setzero_ps();
+		summ[i] = _mm_setzero_ps();
+	}
+	int b = 0;
+	for (; b + 2 <= nb; b += 2) SFX(legacy_step)(T, 1, b, w, ws, MR, a, as, NR, acc, summ);
+	if (b < nb) {
+		SFX(legacy_step)(T, 0, b, w, ws, MR, a, as, NR, acc, summ);
+	}
+	for (int i = 0; i < MR; i++) {
+		float sm[4];
+		_mm_storeu_ps(sm, summ[i]);
+		for (int j = 0; j < NR; j++) out[(size_t)j * ldo + i] = SFX(hsum16)(acc[i][j]) + sm[j];
+	}
+}
