@@ -46,8 +46,9 @@ type outChunk struct {
 	track  *inflight
 }
 
-// inFrame receives one frame. scratch is reused across frames of a stream;
-// data aliases it and is valid until the next RecvMsg.
+// inFrame receives one frame. scratch is reused across frames (the server
+// lends one per transfer); data aliases it and is valid until the next
+// RecvMsg.
 type inFrame struct {
 	scratch []byte
 	seq     uint64

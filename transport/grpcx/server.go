@@ -25,6 +25,8 @@ type Server struct {
 	recv *transport.Receiver
 	grpc *grpc.Server
 
+	scratch sync.Pool // of *[]byte: transfers' receive buffers
+
 	mu      sync.Mutex
 	serving bool
 	done    chan struct{}
@@ -140,8 +142,6 @@ func (s *Server) Cancel(_ context.Context, req *transportv1.CancelRequest) (*tra
 // written, and ends at its commit; the sender may then half-close or start
 // the next transfer. A failed transfer ends the stream with its status.
 func (s *Server) Push(stream transportv1.KVTransport_PushServer) error {
-	// One frame buffer serves every transfer of the stream, so the
-	// receive scratch space is allocated once, not per transfer.
 	f := new(inFrame)
 	for first := true; ; first = false {
 		if err := stream.RecvMsg(f); err != nil {
@@ -173,6 +173,17 @@ func (s *Server) transfer(stream transportv1.KVTransport_PushServer, f *inFrame)
 	if err != nil {
 		return toStatus(err)
 	}
+	// A transfer's chunks are read into a buffer borrowed from the server
+	// for the transfer's length, so chunk-sized buffers are not allocated
+	// per transfer, nor held by streams idle between transfers.
+	if b, ok := s.scratch.Get().(*[]byte); ok {
+		f.scratch = *b
+	}
+	defer func() {
+		b := f.scratch
+		s.scratch.Put(&b)
+		f.scratch = nil
+	}()
 	if err := s.pump(stream, in, f); err != nil {
 		in.Abort(err)
 		s.cfg.Logger.Debug("push stream failed", "transfer", in.TransferID(), "err", err)
