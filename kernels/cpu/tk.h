@@ -68,6 +68,8 @@ typedef struct {
 	const char *name;
 	int mr, nr;  // largest tile the kernels accept
 	tk_tile_fn tile[31];  // indexed by weight type; NULL when unsupported
+	// tile_mr/tile_nr[type] override mr/nr for tile[type] where nonzero.
+	int tile_mr[31], tile_nr[31];
 	// deq_tile[type] multiplies quantized weights with f32 activation rows,
 	// dequantizing in registers with exactly the arithmetic of
 	// tk_dequant_row followed by tile[TK_F32], so it gives the same bits as

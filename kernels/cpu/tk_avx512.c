@@ -17,6 +17,7 @@
 #define TK_MR 4
 #define TK_NR 4
 #include "tk_simd.h"
+#include "tk_q8rows.h"
 
 int tk_kernels_avx512(tk_kernels *k) {
 	__builtin_cpu_init();
@@ -27,6 +28,7 @@ int tk_kernels_avx512(tk_kernels *k) {
 		return 0;
 	}
 	SFX(fill)(k);
+	SFX(fill_rows)(k);
 	k->name = "avx512vnni";
 	return 1;
 }

@@ -11,6 +11,7 @@ enum { TB = 64 };
 typedef struct {
 	const tk_kernels *k;
 	tk_tile_fn fn;
+	int mr, nr;  // the tile shape of fn
 	int type;
 	const uint8_t *w;
 	size_t ws;
@@ -41,7 +42,7 @@ static void quant_task(void *v, int chunk, int nchunks, int tid) {
 static void mm_task(void *v, int chunk, int nchunks, int tid) {
 	(void)tid;
 	mm_args *m = v;
-	const int mr = m->k->mr, nr = m->k->nr;
+	const int mr = m->mr, nr = m->nr;
 	int tiles = (m->rows + mr - 1) / mr;
 	int t0t = (int)((int64_t)tiles * chunk / nchunks);
 	int t1t = (int)((int64_t)tiles * (chunk + 1) / nchunks);
@@ -82,6 +83,8 @@ int tk_matmul(tk_pool *p, const tk_kernels *k, int type, const uint8_t *w, int r
 	mm_args m = {
 	    .k = k,
 	    .fn = k->tile[type],
+	    .mr = k->tile_mr[type] ? k->tile_mr[type] : k->mr,
+	    .nr = k->tile_nr[type] ? k->tile_nr[type] : k->nr,
 	    .type = type,
 	    .w = w,
 	    .ws = tk_row_bytes(type, cols),
@@ -108,8 +111,8 @@ int tk_matmul(tk_pool *p, const tk_kernels *k, int type, const uint8_t *w, int r
 		}
 	}
 	// A chunk should stream at least ~16 KiB of weights per activation row.
-	int tiles = (rows + k->mr - 1) / k->mr;
-	size_t tile_bytes = m.ws * (size_t)k->mr * (size_t)(T < 16 ? T : 16);
+	int tiles = (rows + m.mr - 1) / m.mr;
+	size_t tile_bytes = m.ws * (size_t)m.mr * (size_t)(T < 16 ? T : 16);
 	int min_tiles = (int)((16384 + tile_bytes - 1) / tile_bytes);
 	tk_pool_run(p, mm_task, &m, chunks_for(p, tiles, min_tiles));
 	return 0;
