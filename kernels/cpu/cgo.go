@@ -8,6 +8,15 @@ package cpu
 #cgo LDFLAGS: -lm -lpthread
 #include <stdlib.h>
 #include "tk_ops.h"
+
+// quant_q8a_level quantizes one activation row as level k's MatMul does.
+static void quant_q8a_level(const tk_kernels *k, const float *x, uint8_t *y, int n) {
+	if (k->quant_q8a) {
+		k->quant_q8a(x, (tk_q8a *)y, n);
+	} else {
+		tk_quantize_q8a(x, (tk_q8a *)y, n);
+	}
+}
 */
 import "C"
 
@@ -114,6 +123,14 @@ func cAttention(p *cPool, k *cKernels, a *attnCall) {
 	C.tk_attention(p.p, k.k, f32p(a.dst), f32p(a.q), u8p(a.region), C.int(a.blockSize),
 		C.int(a.kvHeads), C.int(a.headDim), C.int(a.dtype), C.int(a.heads), C.float(a.scale),
 		C.int(len(a.seqs)/4), i32p(a.seqs), i32p(a.blocks), i32p(a.itemOff), f32p(a.scratch))
+}
+
+// quantQ8A exposes a level's activation quantization to tests: x (a multiple
+// of 32 values) as tk_q8a blocks.
+func (k *cKernels) quantQ8A(x []float32) []byte {
+	y := make([]byte, actBytes(C.TK_Q4_0, len(x)))
+	C.quant_q8a_level(k.k, f32p(x), u8p(y), C.int(len(x)))
+	return y
 }
 
 // cF16ToF32 and cF32ToF16 expose the C half-float conversions to tests.

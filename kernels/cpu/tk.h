@@ -83,6 +83,9 @@ typedef struct {
 	// dequantized scratch tile): the same arithmetic without the prefetches
 	// that streaming weights need. NULL: use tile[TK_F32].
 	tk_tile_fn tile_hot;
+	// quant_q8a is tk_quantize_q8a with the same bits, faster; NULL: use
+	// tk_quantize_q8a.
+	void (*quant_q8a)(const float *x, tk_q8a *y, int n);
 	// Attention helpers. K and V blocks are widened to f32 once per work
 	// item and shared by all of its query rows and heads.
 	void (*cvt_f16)(float *dst, const uint16_t *src, int n);

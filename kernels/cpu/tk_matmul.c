@@ -31,6 +31,8 @@ static void quant_task(void *v, int chunk, int nchunks, int tid) {
 		uint8_t *y = m->a + (size_t)t * m->as;
 		if (m->type == TK_Q4_K || m->type == TK_Q5_K || m->type == TK_Q6_K) {
 			tk_quantize_q8k(x, (tk_q8k *)y, m->cols);
+		} else if (m->k->quant_q8a) {
+			m->k->quant_q8a(x, (tk_q8a *)y, m->cols);
 		} else {
 			tk_quantize_q8a(x, (tk_q8a *)y, m->cols);
 		}

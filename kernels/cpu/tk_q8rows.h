@@ -144,6 +144,31 @@ RW_TILE_FN(rows_q4_0, TK_Q4_0)
 RW_TILE_FN(rows_q4_1, TK_Q4_1)
 RW_TILE_FN(rows_q8_0, TK_Q8_0)
 
+// quant_q8a is tk_quantize_q8a vectorised with the same operations per
+// value: the maximum skips NaNs as the scalar comparison does (vmaxps returns
+// its second operand when either is NaN), the scale is computed in scalar
+// code, x*id is one rounding, and vcvtps2dq rounds to nearest even like
+// nearbyintf in the default rounding mode.
+static void SFX(quant_q8a)(const float *x, tk_q8a *y, int n) {
+	for (int b = 0; b < n / 32; b++, x += 32) {
+		__m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+		__m512 m = _mm512_max_ps(_mm512_abs_ps(v0), _mm512_setzero_ps());
+		m = _mm512_max_ps(_mm512_abs_ps(v1), m);
+		float amax = _mm512_reduce_max_ps(m);
+		float d = amax / 127.0f;
+		float id = d != 0 ? 1.0f / d : 0.0f;
+		__m512 idv = _mm512_set1_ps(id);
+		const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+		__m512i q0 = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v0, idv)), lo), hi);
+		__m512i q1 = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v1, idv)), lo), hi);
+		_mm_storeu_si128((__m128i *)y[b].qs, _mm512_cvtepi32_epi8(q0));
+		_mm_storeu_si128((__m128i *)(y[b].qs + 16), _mm512_cvtepi32_epi8(q1));
+		int sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+		y[b].d = d;
+		y[b].s = d * (float)sum;
+	}
+}
+
 // fill_rows installs the row-lane tiles; tk_matmul sweeps them in
 // RW_MR x RW_NR shapes.
 static void SFX(fill_rows)(tk_kernels *k) {
@@ -151,6 +176,7 @@ static void SFX(fill_rows)(tk_kernels *k) {
 	k->tile[TK_Q4_0] = SFX(rows_q4_0);
 	k->tile[TK_Q4_1] = SFX(rows_q4_1);
 	k->tile[TK_Q8_0] = SFX(rows_q8_0);
+	k->quant_q8a = SFX(quant_q8a);
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
 		k->tile_mr[types[i]] = RW_MR;
 		k->tile_nr[types[i]] = RW_NR;
