@@ -17,9 +17,9 @@ import (
 // acknowledgement, after which the pipe is clean and waits in its Conn's
 // idle list for the next transfer. Reusing it saves each transfer an HTTP/2
 // stream setup and teardown on both peers (headers, a server handler
-// goroutine, trailers) and lets the receiver keep its frame buffer. A pipe
-// that saw any failure is cancelled, never reused, so the receiver aborts
-// the transfer that was on it.
+// goroutine, trailers, a client goroutine watching the call). A pipe that
+// saw any failure is cancelled, never reused, so the receiver aborts the
+// transfer that was on it.
 type pipe struct {
 	ps     transportv1.KVTransport_PushClient
 	cancel context.CancelFunc
@@ -49,8 +49,8 @@ func (c *Conn) openPipe(ctx context.Context) (*pipe, error) {
 	pctx, cancel := context.WithCancel(context.Background())
 	stop := context.AfterFunc(ctx, cancel)
 	ps, err := c.client.Push(pctx, grpc.ForceCodecV2(newCodec()))
-	if !stop() {
-		err = errors.Join(err, ctx.Err()) // ctx ended during setup: report it, not the cancellation
+	if !stop() && err == nil {
+		err = ctx.Err() // ctx ended during setup and cancelled the call
 	}
 	if err != nil {
 		cancel()
