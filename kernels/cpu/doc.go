@@ -17,9 +17,15 @@
 // bit-identical alone or in a batch of any size.
 //
 // The kernel level is chosen once per Backend from the running CPU:
-// AVX-512 VNNI (vpdpbusd on 256-bit vectors with 32 registers), AVX2+FMA+F16C
-// (maddubs+madd), or portable C. Config.MaxLevel caps it, which tests use to
-// check every level on one machine.
+// AVX-512 VNNI, AVX2+FMA+F16C (maddubs+madd), or portable C. Config.MaxLevel
+// caps it, which tests use to check every level on one machine. The AVX-512
+// level runs its full-precision tiles on 512-bit vectors (16 lanes per pair)
+// and, with 8-bit activations, multiplies Q4_0/Q4_1/Q8_0 with 16 weight rows
+// in the lanes of one register (tk_q8rows.h): a block of 16 rows is
+// transposed in registers and each vpdpbusd covers four columns of all 16
+// rows, so the float work per block is shared by 16 rows and no horizontal
+// sums remain. The weights keep their GGUF layout; nothing is repacked or
+// copied.
 //
 // Threads. A Backend owns a persistent pool of Config.Threads-1 C threads;
 // the calling goroutine's thread is thread 0. Work is split into chunks that

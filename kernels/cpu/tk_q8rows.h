@@ -19,7 +19,7 @@
 // quants are biased to unsigned). That sequence is the same for every tile
 // shape and every lane, which keeps MatMul batch-invariant.
 
-enum { RW_MR = 16, RW_NR = 8 };
+enum { RW_MR = 16, RW_NR = 16 };
 
 // rw_idx gives the lane of row r (r < 16) after rw_transpose: lane 4s+q
 // holds row 4q+s.
@@ -136,7 +136,15 @@ static inline __attribute__((always_inline)) void SFX(rows_body)(
 		case 5: SFX(rows_body)(T, nb, w, ws, mr, a, as, 5, out, ldo); return;          \
 		case 6: SFX(rows_body)(T, nb, w, ws, mr, a, as, 6, out, ldo); return;          \
 		case 7: SFX(rows_body)(T, nb, w, ws, mr, a, as, 7, out, ldo); return;          \
-		default: SFX(rows_body)(T, nb, w, ws, mr, a, as, 8, out, ldo); return;         \
+		case 8: SFX(rows_body)(T, nb, w, ws, mr, a, as, 8, out, ldo); return;          \
+		case 9: SFX(rows_body)(T, nb, w, ws, mr, a, as, 9, out, ldo); return;          \
+		case 10: SFX(rows_body)(T, nb, w, ws, mr, a, as, 10, out, ldo); return;          \
+		case 11: SFX(rows_body)(T, nb, w, ws, mr, a, as, 11, out, ldo); return;          \
+		case 12: SFX(rows_body)(T, nb, w, ws, mr, a, as, 12, out, ldo); return;          \
+		case 13: SFX(rows_body)(T, nb, w, ws, mr, a, as, 13, out, ldo); return;          \
+		case 14: SFX(rows_body)(T, nb, w, ws, mr, a, as, 14, out, ldo); return;          \
+		case 15: SFX(rows_body)(T, nb, w, ws, mr, a, as, 15, out, ldo); return;          \
+		default: SFX(rows_body)(T, nb, w, ws, mr, a, as, 16, out, ldo); return;        \
 		}                                                                              \
 	}
 

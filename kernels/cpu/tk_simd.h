@@ -3,9 +3,10 @@
 // _mm256_dpbusd_epi32, 0: maddubs+madd), TK_W512 (1: the full-precision
 // kernels of tk_simd512.h) and TK_MR/TK_NR (tile shape).
 //
-// Every (weight row, activation row) pair owns one 8-lane accumulator and sees
-// the same instructions whatever the tile shape: the tile only decides how
-// many pairs share a weight or activation load. Integer block sums are exact,
+// Every (weight row, activation row) pair owns one 8-lane accumulator (16
+// lanes in tk_simd512.h) and sees the same instructions whatever the tile
+// shape: the tile only decides how many pairs share a weight or activation
+// load. Integer block sums are exact,
 // so the only rounding is the per-block float FMA and the final fixed-order
 // horizontal sum.
 
