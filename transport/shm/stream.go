@@ -66,9 +66,11 @@ func (c *Conn) OpenStream(ctx context.Context, g transport.Grant, dst []int32) (
 		p.close()
 		return nil, err
 	}
-	s.wg.Add(1)
-	s.reading = true
-	go s.recvLoop()
+	if !inPlace {
+		s.wg.Add(1)
+		s.reading = true
+		go s.recvLoop()
+	}
 	return s, nil
 }
 
@@ -118,8 +120,10 @@ func (c *Conn) putPipe(p *pipe) {
 // only back-to-back layers (a cached or already computed prefix) share a write.
 const layerFlushEvery = time.Millisecond
 
-// stream is the sender half of one transfer. One goroutine sends;
-// recvLoop (owned, joined by Close) reads acknowledgements and slot returns.
+// stream is the sender half of one transfer. One goroutine sends. Staged,
+// recvLoop (owned, joined by Close) reads acknowledgements and slot returns
+// concurrently; in place there is nothing to read until the commit, and
+// Recv reads the socket itself.
 type stream struct {
 	conn    *Conn
 	p       *pipe
@@ -136,10 +140,10 @@ type stream struct {
 
 	free      chan int // staged: free slots of the segment
 	acks      chan transport.Ack
-	ended     chan struct{} // closed when recvLoop ends; err is then set
+	ended     chan struct{} // closed when the stream's reading ends; err is then set
 	err       error
-	committed bool // recvLoop saw the commit and stopped reading; set before ended closes
-	reading   bool // recvLoop was started
+	committed bool // the commit was read and reading stopped; set before ended closes
+	reading   bool // a recvLoop goroutine reads (staged); otherwise Recv reads itself
 	wg        sync.WaitGroup
 	once      sync.Once
 }
@@ -160,39 +164,84 @@ func (s *stream) recvLoop() {
 			s.err = fmt.Errorf("%w: shm: %w", transport.ErrPeerLost, err)
 			return
 		}
-		if f := resp.GetFailure(); f != nil {
-			s.err = wire.FromFailure(f)
+		a, ok, end, committed := s.take(resp)
+		if ok && !s.queue(a) {
 			return
 		}
-		a := resp.GetAck()
-		switch k := a.GetKind().(type) {
-		case *transportv1.Ack_SlotFree:
-			if s.free != nil && k.SlotFree.GetSlot() < uint32(cap(s.free)) {
-				select {
-				case s.free <- int(k.SlotFree.GetSlot()):
-					continue
-				default: // more returns than slots
-				}
-			}
-			s.err = fmt.Errorf("%w: shm: bad slot return %d", transport.ErrProtocol, k.SlotFree.GetSlot())
-			return
-		case *transportv1.Ack_LayerDone:
-			if !s.queue(transport.Ack{Kind: transport.AckLayerDone, Layer: int(k.LayerDone.GetLayer())}) {
-				return
-			}
-		case *transportv1.Ack_Committed:
-			if s.queue(transport.Ack{Kind: transport.AckCommitted, Blocks: k.Committed.GetBlocks()}) {
-				// Nothing follows a commit: stop reading, so the pipe
-				// can carry the next transfer.
-				s.committed = true
-				s.err = fmt.Errorf("%w: transfer committed", transport.ErrClosed)
-			}
-			return
-		default:
-			s.err = fmt.Errorf("%w: shm: unexpected response %T", transport.ErrProtocol, k)
+		if end != nil {
+			s.err, s.committed = end, committed
 			return
 		}
 	}
+}
+
+// take interprets one receiver message: an acknowledgement for Recv (ok),
+// a slot return (consumed here), or the end of the stream (end set, and
+// committed when the end is the commit, whose acknowledgement comes with it).
+func (s *stream) take(resp *transportv1.ShmResponse) (a transport.Ack, ok bool, end error, committed bool) {
+	if f := resp.GetFailure(); f != nil {
+		return a, false, wire.FromFailure(f), false
+	}
+	switch k := resp.GetAck().GetKind().(type) {
+	case *transportv1.Ack_SlotFree:
+		if s.free != nil && k.SlotFree.GetSlot() < uint32(cap(s.free)) {
+			select {
+			case s.free <- int(k.SlotFree.GetSlot()):
+				return a, false, nil, false
+			default: // more returns than slots
+			}
+		}
+		return a, false, fmt.Errorf("%w: shm: bad slot return %d", transport.ErrProtocol, k.SlotFree.GetSlot()), false
+	case *transportv1.Ack_LayerDone:
+		return transport.Ack{Kind: transport.AckLayerDone, Layer: int(k.LayerDone.GetLayer())}, true, nil, false
+	case *transportv1.Ack_Committed:
+		// Nothing follows a commit: stop reading, so the pipe can carry
+		// the next transfer.
+		a = transport.Ack{Kind: transport.AckCommitted, Blocks: k.Committed.GetBlocks()}
+		return a, true, fmt.Errorf("%w: transfer committed", transport.ErrClosed), true
+	default:
+		return a, false, fmt.Errorf("%w: shm: unexpected response %T", transport.ErrProtocol, k), false
+	}
+}
+
+// recvDirect is Recv for a stream without a reader goroutine (in place:
+// no slot returns to collect while sending): it reads the socket itself,
+// bounded by ctx, saving a goroutine hand-off per acknowledgement.
+func (s *stream) recvDirect(ctx context.Context) (transport.Ack, error) {
+	if err := s.alive(ctx); err != nil {
+		return transport.Ack{}, err
+	}
+	stop := bindDeadline(ctx, s.p.uc)
+	defer func() {
+		stop()
+		s.p.uc.SetDeadline(time.Time{})
+	}()
+	resp := new(transportv1.ShmResponse)
+	for {
+		resp.Reset()
+		if err := s.p.r.read(resp); err != nil {
+			// A read cut short leaves the framing unknown: the stream ends.
+			err = ioError(ctx, err)
+			s.finish(err, false)
+			return transport.Ack{}, err
+		}
+		a, ok, end, committed := s.take(resp)
+		if end != nil {
+			s.finish(end, committed)
+		}
+		switch {
+		case ok:
+			return a, nil
+		case end != nil:
+			return transport.Ack{}, end
+		}
+	}
+}
+
+// finish ends a stream read without a reader goroutine.
+func (s *stream) finish(err error, committed bool) {
+	s.err, s.committed = err, committed
+	close(s.ended)
 }
 
 // queue hands an acknowledgement to Recv. The queue holds one per layer
@@ -254,14 +303,39 @@ func (s *stream) flush(ctx context.Context, fds ...int) error {
 		s.p.uc.SetDeadline(time.Time{})
 	}
 	if err != nil {
-		if ctx.Err() == nil && s.reading {
-			select { // the receiver's reason, when it ended the stream
-			case <-s.ended:
-				return s.err
-			case <-time.After(time.Second):
+		if ctx.Err() == nil {
+			if reason := s.reason(ctx); reason != nil {
+				return reason // the receiver ended the stream and said why
 			}
 		}
 		return ioError(ctx, err)
+	}
+	return nil
+}
+
+// reason waits up to a second for the receiver's account of why the stream
+// ended (a Failure it wrote before closing), reading it itself when no
+// reader goroutine runs. It returns nil when none comes.
+func (s *stream) reason(ctx context.Context) error {
+	if !s.reading {
+		wait, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		for {
+			if _, err := s.recvDirect(wait); err != nil {
+				if wait.Err() != nil && ctx.Err() == nil {
+					return nil // the receiver said nothing within the wait
+				}
+				break
+			}
+		}
+	}
+	select {
+	case <-s.ended:
+		if !s.committed {
+			return s.err
+		}
+	case <-time.After(time.Second):
+	case <-ctx.Done():
 	}
 	return nil
 }
@@ -344,13 +418,8 @@ func (s *stream) refused(ctx context.Context, layer int, err error) error {
 	if serr := s.send(ctx, f, true); serr != nil {
 		return serr
 	}
-	select {
-	case <-s.ended:
-		if s.err != nil && !s.committed {
-			return s.err
-		}
-	case <-time.After(time.Second):
-	case <-ctx.Done():
+	if reason := s.reason(ctx); reason != nil {
+		return reason
 	}
 	return err
 }
@@ -365,6 +434,9 @@ func (s *stream) SendCommit(ctx context.Context) error {
 }
 
 func (s *stream) Recv(ctx context.Context) (transport.Ack, error) {
+	if !s.reading {
+		return s.recvDirect(ctx)
+	}
 	return transport.RecvAck(ctx, s.acks, s.ended, func() error { return s.err }, nil)
 }
 
@@ -373,7 +445,7 @@ func (s *stream) Recv(ctx context.Context) (transport.Ack, error) {
 // receiver abort the transfer and free its blocks.
 func (s *stream) Close(cause error) error {
 	s.once.Do(func() {
-		if cause == nil {
+		if cause == nil && s.reading {
 			select {
 			case <-s.ended:
 			case <-time.After(time.Second): // the commit ack was read, so this is prompt
