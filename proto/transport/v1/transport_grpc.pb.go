@@ -43,7 +43,10 @@ type KVTransportClient interface {
 	Reserve(ctx context.Context, in *ReserveRequest, opts ...grpc.CallOption) (*ReserveResponse, error)
 	// Cancel ends a transfer and frees its blocks.
 	Cancel(ctx context.Context, in *CancelRequest, opts ...grpc.CallOption) (*CancelResponse, error)
-	// Push carries one transfer: Open, Chunks and LayerEnds, then Commit.
+	// Push carries transfers one after another: each starts with its Open
+	// (seq 1), sends Chunks and LayerEnds, and ends at its Commit; a sender
+	// may reuse a stream whose last transfer committed cleanly (receivers
+	// announce it with the tandem-push-streams: reuse header at Handshake).
 	Push(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[Frame, Ack], error)
 }
 
@@ -109,7 +112,10 @@ type KVTransportServer interface {
 	Reserve(context.Context, *ReserveRequest) (*ReserveResponse, error)
 	// Cancel ends a transfer and frees its blocks.
 	Cancel(context.Context, *CancelRequest) (*CancelResponse, error)
-	// Push carries one transfer: Open, Chunks and LayerEnds, then Commit.
+	// Push carries transfers one after another: each starts with its Open
+	// (seq 1), sends Chunks and LayerEnds, and ends at its Commit; a sender
+	// may reuse a stream whose last transfer committed cleanly (receivers
+	// announce it with the tandem-push-streams: reuse header at Handshake).
 	Push(grpc.BidiStreamingServer[Frame, Ack]) error
 	mustEmbedUnimplementedKVTransportServer()
 }
