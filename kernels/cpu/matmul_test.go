@@ -26,7 +26,11 @@ const (
 
 type mmShape struct{ rows, colBlocks, T int }
 
-var mmShapes = []mmShape{{1, 1, 1}, {7, 2, 3}, {13, 1, 17}, {64, 3, 64}, {5, 2, 2}}
+// mmShapes cover partial and whole tiles of every level: 4x4 column-lane
+// tiles, and the AVX-512 row-lane tiles of 16 weight rows by up to 16
+// activation rows (33 rows: two whole tiles and a one-row tail; T=33: two
+// whole activation panels and one row).
+var mmShapes = []mmShape{{1, 1, 1}, {7, 2, 3}, {13, 1, 17}, {64, 3, 64}, {5, 2, 2}, {33, 3, 16}, {16, 1, 33}}
 
 func colsFor(typ quant.Type, blocks int) int {
 	switch typ {
