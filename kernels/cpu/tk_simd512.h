@@ -20,6 +20,46 @@ static inline float SFX(hsum16)(__m512 v) {
 	return SFX(hsum)(_mm256_add_ps(lo, hi));
 }
 
+// hsum4x4 is hsum16 of the 16 accumulators of a 4x4 tile at once: each
+// level adds the same lane pairs as hsum16 (upper eight onto lower eight,
+// then four, two, one), so every pair gets identical bits, with 45
+// shuffles and adds instead of 16 separate trees. Lane 4j+i of the result
+// is pair (i, j), so act row j's four results are one 128-bit unit.
+static inline __m512 SFX(hsum4x4)(__m512 v[TK_MR][TK_NR]) {
+	__m512 a[8], b[4], c[2];
+	for (int m = 0; m < 8; m++) {
+		__m512 x = v[(2 * m) / 4][(2 * m) % 4], y = v[(2 * m + 1) / 4][(2 * m + 1) % 4];
+		a[m] = _mm512_add_ps(_mm512_shuffle_f32x4(x, y, 0x44), _mm512_shuffle_f32x4(x, y, 0xEE));
+	}
+	for (int m = 0; m < 4; m++) {
+		b[m] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * m], a[2 * m + 1], 0x88),
+		                     _mm512_shuffle_f32x4(a[2 * m], a[2 * m + 1], 0xDD));
+	}
+	for (int m = 0; m < 2; m++) {
+		c[m] = _mm512_add_ps(_mm512_shuffle_ps(b[2 * m], b[2 * m + 1], 0x44), _mm512_shuffle_ps(b[2 * m], b[2 * m + 1], 0xEE));
+	}
+	return _mm512_add_ps(_mm512_shuffle_ps(c[0], c[1], 0x88), _mm512_shuffle_ps(c[0], c[1], 0xDD));
+}
+
+// store_tile writes pair (i, j)'s sum to out[j*ldo + i], through hsum4x4 for
+// whole 4x4 tiles.
+static inline __attribute__((always_inline)) void SFX(store_tile)(__m512 acc[TK_MR][TK_NR], const int MR, const int NR,
+                                                                  float *out, size_t ldo) {
+#if TK_MR == 4 && TK_NR == 4
+	if (MR == 4 && NR == 4) {
+		__m512 r = SFX(hsum4x4)(acc);
+		_mm_storeu_ps(out, _mm512_castps512_ps128(r));
+		_mm_storeu_ps(out + ldo, _mm512_extractf32x4_ps(r, 1));
+		_mm_storeu_ps(out + 2 * ldo, _mm512_extractf32x4_ps(r, 2));
+		_mm_storeu_ps(out + 3 * ldo, _mm512_extractf32x4_ps(r, 3));
+		return;
+	}
+#endif
+	for (int j = 0; j < NR; j++) {
+		for (int i = 0; i < MR; i++) out[(size_t)j * ldo + i] = SFX(hsum16)(acc[i][j]);
+	}
+}
+
 // load16 converts 16 weights of a float type at element k of row p to f32.
 static inline __m512 SFX(load16)(const int T, const uint8_t *p, int k) {
 	switch (T) {
@@ -56,12 +96,15 @@ static inline __attribute__((always_inline)) void SFX(float_body)(
 			for (int i = 0; i < MR; i++) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
 		}
 	}
-	for (int j = 0; j < NR; j++) {
-		const float *x = (const float *)(a + (size_t)j * as);
-		for (int i = 0; i < MR; i++) {
-			float s = SFX(hsum16)(acc[i][j]);
-			for (int kk = k; kk < n; kk++) s += SFX(load1)(T, w + (size_t)i * ws, kk) * x[kk];
-			out[(size_t)j * ldo + i] = s;
+	SFX(store_tile)(acc, MR, NR, out, ldo);
+	if (k < n) {  // the tail columns, in order, onto each pair's sum
+		for (int j = 0; j < NR; j++) {
+			const float *x = (const float *)(a + (size_t)j * as);
+			for (int i = 0; i < MR; i++) {
+				float s = out[(size_t)j * ldo + i];
+				for (int kk = k; kk < n; kk++) s += SFX(load1)(T, w + (size_t)i * ws, kk) * x[kk];
+				out[(size_t)j * ldo + i] = s;
+			}
 		}
 	}
 }
@@ -123,9 +166,7 @@ static inline __attribute__((always_inline)) void SFX(deq_body)(
 			}
 		}
 	}
-	for (int j = 0; j < NR; j++) {
-		for (int i = 0; i < MR; i++) out[(size_t)j * ldo + i] = SFX(hsum16)(acc[i][j]);
-	}
+	SFX(store_tile)(acc, MR, NR, out, ldo);
 }
 
 // deq_row writes n values of the legacy row at x to y, the same bits as
