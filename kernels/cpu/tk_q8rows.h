@@ -105,14 +105,14 @@ static inline __attribute__((always_inline)) void SFX(rows_body)(
 			const tk_q8a *ab = (const tk_q8a *)(a + (size_t)j * as) + b;
 			int32_t g4[8];
 			memcpy(g4, ab->qs, 32);
-			// Two independent chains; integer sums are exact in any order.
-			__m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[0], _mm512_set1_epi32(g4[0]));
-			__m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[4], _mm512_set1_epi32(g4[4]));
-			for (int g = 1; g < 4; g++) {
-				s0 = _mm512_dpbusd_epi32(s0, u[g], _mm512_set1_epi32(g4[g]));
-				s1 = _mm512_dpbusd_epi32(s1, u[4 + g], _mm512_set1_epi32(g4[4 + g]));
+			// Four short independent chains keep many activation rows in
+			// flight; integer sums are exact in any order.
+			__m512i s[4];
+			for (int c = 0; c < 4; c++) {
+				s[c] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[c], _mm512_set1_epi32(g4[c]));
+				s[c] = _mm512_dpbusd_epi32(s[c], u[4 + c], _mm512_set1_epi32(g4[4 + c]));
 			}
-			__m512 f = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
+			__m512 f = _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_add_epi32(s[0], s[1]), _mm512_add_epi32(s[2], s[3])));
 			acc[j] = _mm512_fmadd_ps(f, _mm512_mul_ps(dw, _mm512_set1_ps(ab->d)), acc[j]);
 			acc[j] = _mm512_fmadd_ps(mw, _mm512_set1_ps(ab->s), acc[j]);
 		}
