@@ -39,11 +39,20 @@ size_t tk_attn_scratch(int block_size, int headdim, int heads, int kvheads) {
 	return 2 * (size_t)block_size * headdim + block_size + QCHUNK * group * ((size_t)headdim + 2);
 }
 
-// widen converts the rows of kv head kvh of one K or V block to f32.
-static void widen(const attn_args *A, const uint8_t *base, int n, int kvh, float *out) {
+// widen converts the rows of kv head kvh of one K or V block to f32. next,
+// when not NULL, is the same K or V half of the sequence's next block: its
+// rows are prefetched one per row converted, because blocks are scattered
+// through the cache where the hardware prefetcher cannot follow.
+static void widen(const attn_args *A, const uint8_t *base, const uint8_t *next, int n, int kvh, float *out) {
 	const int hd = A->headdim;
+	const size_t off = A->dtype == 0 ? (size_t)kvh * hd * 2 : (size_t)kvh * hd;
 	for (int s = 0; s < n; s++) {
 		const uint8_t *row = base + (size_t)s * A->row_bytes;
+		if (next) {
+			const uint8_t *pf = next + (size_t)s * A->row_bytes + off;
+			__builtin_prefetch(pf);
+			__builtin_prefetch(pf + 64);
+		}
 		if (A->dtype == 0) {
 			A->k->cvt_f16(out + (size_t)s * hd, (const uint16_t *)(row + (size_t)kvh * hd * 2), hd);
 		} else {
@@ -75,8 +84,9 @@ static void attn_item(const attn_args *A, int s, int kvh, int c, float *scr) {
 	for (int b = 0; b * bs < maxkeys; b++) {
 		const uint8_t *base = A->region + (size_t)blocks[b] * A->block_bytes;
 		int nb = maxkeys - b * bs < bs ? maxkeys - b * bs : bs;
-		widen(A, base, nb, kvh, Kf);
-		widen(A, base + (size_t)bs * A->row_bytes, nb, kvh, Vf);
+		const uint8_t *next = (b + 1) * bs < maxkeys ? A->region + (size_t)blocks[b + 1] * A->block_bytes : NULL;
+		widen(A, base, next, nb, kvh, Kf);
+		widen(A, base + (size_t)bs * A->row_bytes, next ? next + (size_t)bs * A->row_bytes : NULL, nb, kvh, Vf);
 		for (int i = i0; i < i1; i++) {
 			const int nkeys = kvlen - qlen + i + 1;
 			if (nkeys <= b * bs) {
