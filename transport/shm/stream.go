@@ -144,6 +144,7 @@ type stream struct {
 	err       error
 	committed bool // the commit was read and reading stopped; set before ended closes
 	reading   bool // a recvLoop goroutine reads (staged); otherwise Recv reads itself
+	resp      transportv1.ShmResponse // Recv's buffer when it reads itself
 	wg        sync.WaitGroup
 	once      sync.Once
 }
@@ -211,12 +212,17 @@ func (s *stream) recvDirect(ctx context.Context) (transport.Ack, error) {
 	if err := s.alive(ctx); err != nil {
 		return transport.Ack{}, err
 	}
-	stop := bindDeadline(ctx, s.p.uc)
-	defer func() {
-		stop()
-		s.p.uc.SetDeadline(time.Time{})
-	}()
-	resp := new(transportv1.ShmResponse)
+	// Acknowledgements mostly arrive together (a layer end per layer, then
+	// the commit, answered in one write): only a read that may block needs
+	// ctx bound to the socket.
+	if !s.p.r.buffered() {
+		stop := bindDeadline(ctx, s.p.uc)
+		defer func() {
+			stop()
+			s.p.uc.SetDeadline(time.Time{})
+		}()
+	}
+	resp := &s.resp
 	for {
 		resp.Reset()
 		if err := s.p.r.read(resp); err != nil {
