@@ -7,8 +7,8 @@
 // holds 16 weight rows: a 16x16-byte block of quants is transposed in
 // registers into 4-byte column groups, and each vpdpbusd multiplies one
 // group of all 16 rows by one broadcast 4-byte group of an activation row.
-// A block then costs 8 vpdpbusd and 4 float operations for 16 rows, the
-// float work is done for 16 rows at once, and no horizontal sum is needed.
+// Per activation row, a block then costs 8 vpdpbusd and 4 float operations
+// for all 16 rows, and no horizontal sum is needed.
 // The weights keep their GGUF layout: the transpose is a few shuffles per
 // block, shared by every activation row of the tile.
 //
@@ -21,8 +21,9 @@
 
 enum { RW_MR = 16, RW_NR = 16 };
 
-// rw_idx gives the lane of row r (r < 16) after rw_transpose: lane 4s+q
-// holds row 4q+s.
+// rw_rowlanes is, in lane L, the row that lane L holds after rw_transpose:
+// lane 4s+q holds row 4q+s. The mapping is its own inverse, so the same
+// vector also permutes lane order back to row order.
 static inline __m512i SFX(rw_rowlanes)(void) {
 	return _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
 }
@@ -56,15 +57,12 @@ static inline __attribute__((always_inline)) void SFX(rows_body)(
 	// and those lanes are never stored.
 	const uint8_t *p[RW_MR];
 	for (int r = 0; r < RW_MR; r++) p[r] = w + (size_t)(r < mr ? r : mr - 1) * ws;
-	// Byte offsets of each lane's row, for gathering the block headers.
+	// Byte offset of each lane's row (clamped like p), for gathering the
+	// block headers. It fits int32: NewWeight caps rows*cols at 2^31 and a
+	// value takes at most 34/32 bytes, so min(rows-1, 15) rows stay below
+	// 2^31 bytes (the worst case, 16 rows, reaches 15/16*34/32 of it).
 	const __m512i lanes = SFX(rw_rowlanes)();
-	int roff[RW_MR];
-	_mm512_storeu_si512(roff, _mm512_permutexvar_epi32(lanes, _mm512_setr_epi32(
-	                                                              (int)(p[0] - w), (int)(p[1] - w), (int)(p[2] - w), (int)(p[3] - w),
-	                                                              (int)(p[4] - w), (int)(p[5] - w), (int)(p[6] - w), (int)(p[7] - w),
-	                                                              (int)(p[8] - w), (int)(p[9] - w), (int)(p[10] - w), (int)(p[11] - w),
-	                                                              (int)(p[12] - w), (int)(p[13] - w), (int)(p[14] - w), (int)(p[15] - w))));
-	const __m512i hoff = _mm512_loadu_si512(roff);
+	const __m512i hoff = _mm512_mullo_epi32(_mm512_min_epi32(lanes, _mm512_set1_epi32(mr - 1)), _mm512_set1_epi32((int)ws));
 	const __m512i m4 = _mm512_set1_epi8(0x0f);
 	__m512 acc[RW_NR];
 	for (int j = 0; j < NR; j++) acc[j] = _mm512_setzero_ps();
@@ -119,9 +117,8 @@ static inline __attribute__((always_inline)) void SFX(rows_body)(
 	}
 	// Back to row order, then store the mr valid rows.
 	const __mmask16 keep = (__mmask16)((1u << mr) - 1);
-	const __m512i back = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
 	for (int j = 0; j < NR; j++) {
-		_mm512_mask_storeu_ps(out + (size_t)j * ldo, keep, _mm512_permutexvar_ps(back, acc[j]));
+		_mm512_mask_storeu_ps(out + (size_t)j * ldo, keep, _mm512_permutexvar_ps(lanes, acc[j]));
 	}
 }
 
@@ -177,8 +174,9 @@ static void SFX(quant_q8a)(const float *x, tk_q8a *y, int n) {
 	}
 }
 
-// fill_rows installs the row-lane tiles; tk_matmul sweeps them in
-// RW_MR x RW_NR shapes.
+// fill_rows installs the row-lane tiles in place of the column-lane ones
+// tk_simd.h's fill set for these types; tk_matmul sweeps them in RW_MR x
+// RW_NR shapes.
 static void SFX(fill_rows)(tk_kernels *k) {
 	static const int types[] = {TK_Q4_0, TK_Q4_1, TK_Q8_0};
 	k->tile[TK_Q4_0] = SFX(rows_q4_0);
