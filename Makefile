@@ -26,7 +26,7 @@ run: model build ## start a local cluster (coordinator, gateway, prefill, decode
 test: model kernels-if-nvcc ## vet, unit and fuzz-seed tests (race detector on), a short fuzz run, then the end-to-end suite
 	$(GO) vet ./...
 	TANDEM_MODEL=$(MODEL) $(GO) test -race -count=1 ./...
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./model/gguf
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./model/gguf
 	$(MAKE) --no-print-directory test-e2e
 
 test-e2e: model build ## multi-process end-to-end tests on loopback
