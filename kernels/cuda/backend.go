@@ -335,7 +335,8 @@ func (w *Weight) Close() error {
 // Supported reports whether the kernels compute with weights of type t.
 func Supported(t quant.Type) bool {
 	switch t {
-	case quant.F32, quant.F16, quant.BF16, quant.Q4_0, quant.Q4_1, quant.Q8_0, quant.Q4_K, quant.Q5_K, quant.Q6_K:
+	case quant.F32, quant.F16, quant.BF16, quant.Q4_0, quant.Q4_1, quant.Q5_0, quant.Q5_1, quant.Q8_0,
+		quant.Q4_K, quant.Q5_K, quant.Q6_K:
 		return true
 	}
 	return false
@@ -348,7 +349,7 @@ func (b *Backend) NewWeight(t quant.Type, rows, cols int, data []byte) (kernels.
 		return nil, ErrClosed
 	}
 	if !Supported(t) {
-		return nil, fmt.Errorf("%w: %v weights (supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K)", ErrUnsupported, t)
+		return nil, fmt.Errorf("%w: %v weights (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K)", ErrUnsupported, t)
 	}
 	rb := t.RowBytes(cols)
 	if rows <= 0 || cols <= 0 || rb < 0 || len(data) != rb*rows {

@@ -111,8 +111,9 @@ func TestSupported(t *testing.T) {
 		want bool
 	}{
 		{quant.F32, true}, {quant.F16, true}, {quant.BF16, true}, {quant.Q4_0, true},
-		{quant.Q4_1, true}, {quant.Q8_0, true}, {quant.Q4_K, true}, {quant.Q5_K, true}, {quant.Q6_K, true},
-		{quant.Q5_0, false}, {quant.Q5_1, false}, {quant.Q2_K, false}, {quant.Q8_K, false},
+		{quant.Q4_1, true}, {quant.Q5_0, true}, {quant.Q5_1, true}, {quant.Q8_0, true},
+		{quant.Q4_K, true}, {quant.Q5_K, true}, {quant.Q6_K, true},
+		{quant.Q2_K, false}, {quant.Q3_K, false}, {quant.Q8_1, false}, {quant.Q8_K, false}, {quant.Type(99), false},
 	} {
 		if got := Supported(tc.t); got != tc.want {
 			t.Errorf("Supported(%v) = %v, want %v", tc.t, got, tc.want)

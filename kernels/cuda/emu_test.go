@@ -46,13 +46,14 @@ func emuCompiler(t *testing.T) string {
 	return path
 }
 
-func buildEmu(t *testing.T) string {
+// buildEmu compiles emu/<name>.cpp against the emulation.
+func buildEmu(t *testing.T, name string) string {
 	t.Helper()
 	cxx := emuCompiler(t)
-	exe := filepath.Join(t.TempDir(), "kquant_check")
+	exe := filepath.Join(t.TempDir(), name)
 	// The emulation's cuda_runtime.h must shadow any real one: -I emu first.
 	cmd := exec.Command(cxx, "-std=c++20", "-O1", "-ffp-contract=off", "-Wall", "-Wextra", "-Werror",
-		"-Wno-unknown-pragmas", "-Iemu", "-Icsrc", "-I.", "-pthread", "emu/kquant_check.cpp", "-o", exe)
+		"-Wno-unknown-pragmas", "-Iemu", "-Icsrc", "-I.", "-pthread", "emu/"+name+".cpp", "-o", exe)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("building the host emulation: %v\n%s", err, out)
 	}
@@ -108,7 +109,7 @@ func emuWeights(rng *rand.Rand, typ quant.Type, rows, cols int, raw bool) ([]byt
 }
 
 func TestKQuantKernelsEmulated(t *testing.T) {
-	exe := buildEmu(t)
+	exe := buildEmu(t, "kquant_check")
 	dir := t.TempDir()
 	rng := rand.New(rand.NewPCG(21, 22))
 	// 1, 3, 5 and 16 blocks a row (a warp takes four a step); 19 tokens are

@@ -370,7 +370,10 @@ func TestGPUBadIndicesRecorded(t *testing.T) {
 		bytes      int
 		want       error
 	}{
-		{"Q5_0 weight", quant.Q5_0, 1, 32, 22, ErrUnsupported},
+		{"Q3_K weight", quant.Q3_K, 1, 256, 110, ErrUnsupported},
+		{"Q8_1 weight", quant.Q8_1, 1, 32, 36, ErrUnsupported},
+		{"short Q5_1 weight", quant.Q5_1, 2, 64, 95, ErrInvalidArgument},
+		{"partial Q5_0 block", quant.Q5_0, 1, 48, 33, ErrInvalidArgument},
 		{"Q2_K weight", quant.Q2_K, 1, 256, 84, ErrUnsupported},
 		{"short weight", quant.Q4_1, 2, 64, 79, ErrInvalidArgument},
 		{"short K-quant weight", quant.Q6_K, 2, 256, 419, ErrInvalidArgument},

@@ -44,6 +44,8 @@ func TestLibraryWeightBytes(t *testing.T) {
 		{quant.BF16, 2, 64, 256, nil},
 		{quant.Q4_0, 2, 64, 2 * 2 * (16 + 2), nil},
 		{quant.Q4_1, 2, 64, 2 * 2 * (16 + 4), nil},
+		{quant.Q5_0, 2, 64, 2 * 2 * (16 + 6), nil},
+		{quant.Q5_1, 3, 576, 3 * 18 * (16 + 8), nil},
 		{quant.Q8_0, 3, 32, 3 * (32 + 2), nil},
 		{quant.Q4_K, 2, 256, 2 * (128 + 16), nil},
 		{quant.Q5_K, 3, 512, 3 * 2 * (160 + 16), nil},
@@ -51,7 +53,10 @@ func TestLibraryWeightBytes(t *testing.T) {
 		{quant.Q4_1, 2, 48, 0, ErrInvalidArgument}, // not whole blocks
 		{quant.Q4_K, 1, 128, 0, ErrInvalidArgument},
 		{quant.Q6_K, 2, 288, 0, ErrInvalidArgument},
-		{quant.Q5_0, 1, 256, 0, ErrUnsupported},
+		{quant.Q5_0, 1, 48, 0, ErrInvalidArgument},
+		{quant.Q5_1, 2, 16, 0, ErrInvalidArgument},
+		{quant.Q3_K, 1, 256, 0, ErrUnsupported},
+		{quant.Q8_1, 1, 256, 0, ErrUnsupported},
 		{quant.Q2_K, 1, 256, 0, ErrUnsupported},
 		{quant.F16, 0, 8, 0, ErrInvalidArgument},
 	}

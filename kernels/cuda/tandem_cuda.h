@@ -30,7 +30,7 @@
 extern "C" {
 #endif
 
-#define TANDEM_CUDA_ABI_VERSION 5
+#define TANDEM_CUDA_ABI_VERSION 6
 
 #define TC_OK 0
 #define TC_ERR_ARG (-1)         /* invalid argument */
@@ -43,6 +43,8 @@ extern "C" {
 #define TC_F16 1
 #define TC_Q4_0 2
 #define TC_Q4_1 3
+#define TC_Q5_0 6
+#define TC_Q5_1 7
 #define TC_Q8_0 8
 #define TC_Q4_K 12
 #define TC_Q5_K 13
@@ -85,8 +87,8 @@ int tandem_cuda_memset(tc_ctx *c, void *d, size_t bytes);
  * weight of type; tandem_cuda_weight_load converts the ggml encoding in h_src
  * (rows * row bytes) into that layout: quantized blocks are split into an
  * array of 16-byte aligned quant payloads followed by an array of scales so
- * that kernels read weights with 128-bit loads. Q4_0, Q4_1 and Q8_0 need
- * cols % 32 == 0; the K-quants Q4_K, Q5_K and Q6_K need cols % 256 == 0.
+ * that kernels read weights with 128-bit loads. Q4_0, Q4_1, Q5_0, Q5_1 and
+ * Q8_0 need cols % 32 == 0; the K-quants Q4_K, Q5_K and Q6_K need cols % 256 == 0.
  */
 int tandem_cuda_weight_bytes(int type, int rows, int cols, size_t *out);
 int tandem_cuda_weight_load(tc_ctx *c, void *d_w, int type, int rows, int cols,

@@ -65,6 +65,10 @@ struct __align__(4) tc_q8_1 {
 //   Q4_0: qs[nb][16] bytes, then d[nb] halves.
 //   Q4_1: qs[nb][16] bytes, then dm[nb] half2 (d, m).
 //   Q8_0: qs[nb][32] bytes, then d[nb] halves.
+//   Q5_0: qs[nb][16] bytes (the low nibbles), then [nb][6]: d (half), qh.
+//   Q5_1: qs[nb][16] bytes, then [nb][8]: d, m (halves), qh.
+// Q5_0/Q5_1's qh is ggml's 32 fifth bits transposed (tc_qh_transpose): the
+// bit of value j at bit 8*(j%4) + j/4, little-endian.
 // The K-quants keep ggml's byte order inside each part:
 //   Q4_K: qs[nb][128], then [nb][16]: d, dmin (halves), 12 packed scales.
 //   Q5_K: [nb][160]: qh[32] then qs[128], then [nb][16] as Q4_K.
@@ -81,6 +85,8 @@ static inline __host__ __device__ size_t tc_qs_bytes(int type) {
 static inline __host__ __device__ size_t tc_scale_bytes(int type) {
 	switch (type) {
 	case TC_Q4_1: return 4;
+	case TC_Q5_0: return 6;
+	case TC_Q5_1: return 8;
 	case TC_Q4_K:
 	case TC_Q5_K: return 16;
 	case TC_Q6_K: return 18;
@@ -91,7 +97,8 @@ static inline __host__ __device__ bool tc_is_kquant(int type) {
 	return type == TC_Q4_K || type == TC_Q5_K || type == TC_Q6_K;
 }
 static inline __host__ __device__ bool tc_is_quant(int type) {
-	return type == TC_Q4_0 || type == TC_Q4_1 || type == TC_Q8_0 || tc_is_kquant(type);
+	return type == TC_Q4_0 || type == TC_Q4_1 || type == TC_Q5_0 || type == TC_Q5_1 || type == TC_Q8_0 ||
+	       tc_is_kquant(type);
 }
 // tc_block_values is the number of values one quantized block encodes.
 static inline __host__ __device__ int tc_block_values(int type) {
@@ -127,9 +134,20 @@ static inline __host__ __device__ size_t tc_ggml_block_bytes(int type) {
 	return tc_is_quant(type) ? tc_qs_bytes(type) + tc_scale_bytes(type) : 0;
 }
 
+// tc_qh_transpose moves bit j of a Q5_0/Q5_1 block's qh (value j's fifth
+// bit) to bit 8*(j%4) + j/4: the bits of the four values a dp4a word holds
+// (values 4k..4k+3) then sit at bit k of each byte, one shift and one mask
+// from their place. Done once, at load.
+static __host__ __device__ __forceinline__ uint32_t tc_qh_transpose(uint32_t qh) {
+	uint32_t t = 0;
+	for (int j = 0; j < 32; j++) t |= ((qh >> j) & 1u) << (8 * (j % 4) + j / 4);
+	return t;
+}
+
 // tc_repack_block splits ggml block b of src into its quant payload (in qs)
 // and its scales (in sc): the repacked layout above. A ggml block starts with
-// its scales, except Q6_K's, which ends with them.
+// its scales, except Q6_K's, which ends with them; Q5_0/Q5_1's scale record
+// ends with qh, which is transposed.
 static __device__ __forceinline__ void tc_repack_block(uint8_t *qs, uint8_t *sc, const uint8_t *src, size_t b,
                                                        int type) {
 	size_t qsb = tc_qs_bytes(type), scb = tc_scale_bytes(type);
@@ -137,6 +155,11 @@ static __device__ __forceinline__ void tc_repack_block(uint8_t *qs, uint8_t *sc,
 	size_t sc_off = type == TC_Q6_K ? qsb : 0, qs_off = type == TC_Q6_K ? 0 : scb;
 	for (size_t i = 0; i < scb; i++) sc[b * scb + i] = s[sc_off + i];
 	for (size_t i = 0; i < qsb; i++) qs[b * qsb + i] = s[qs_off + i];
+	if (type == TC_Q5_0 || type == TC_Q5_1) {
+		uint8_t *h = sc + b * scb + scb - 4;
+		uint32_t qh = tc_qh_transpose((uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24);
+		for (int i = 0; i < 4; i++) h[i] = (uint8_t)(qh >> (8 * i));
+	}
 }
 
 // Matrix-vector kernels: warps per thread block (one warp per output row),

@@ -5,6 +5,7 @@
 
 #include "common.cuh"
 #include "kquant.cuh"
+#include "legacy.cuh"
 
 // tc_weight_value dequantizes element (row, col) of a repacked weight.
 static __device__ float tc_weight_value(const void *w, int type, int rows, int cols, int row, int col) {
@@ -26,15 +27,7 @@ static __device__ float tc_weight_value(const void *w, int type, int rows, int c
 	const uint8_t *qs = base + b * tc_qs_bytes(type);
 	const uint8_t *sc = base + nb * tc_qs_bytes(type) + b * tc_scale_bytes(type);
 	if (tc_is_kquant(type)) return tc_kweight_value(qs, sc, type, j);
-	if (type == TC_Q8_0) {
-		return (float)(int8_t)qs[j] * __half2float(*(const half *)sc);
-	}
-	int q = j < 16 ? (qs[j] & 0xF) : (qs[j - 16] >> 4);
-	if (type == TC_Q4_0) {
-		return (float)(q - 8) * __half2float(*(const half *)sc);
-	}
-	float2 dm = __half22float2(*(const half2 *)sc);
-	return (float)q * dm.x + dm.y;
+	return tc_qweight_value(qs, sc, type, j);
 }
 
 __global__ void k_embed(float *dst, const void *table, int type, int rows, int cols, const int32_t *ids) {

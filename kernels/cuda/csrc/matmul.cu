@@ -2,13 +2,12 @@
 //
 // Decode is memory-bound, so the products are written as matrix-vector
 // kernels that stream each weight row once per group of up to TC_MAX_COLS
-// tokens: one warp per output row, each lane reading whole 32-value blocks
-// with 128-bit loads. Quantized weights are multiplied with activations
-// quantized to Q8_1 on the device, using dp4a integer dot products (as
-// llama.cpp's mmvq does). A lane accumulates its blocks in a fixed order and
-// the warp reduces with a fixed butterfly, so each output depends only on its
-// own token row: results are batch-invariant.
+// tokens: one warp per output row. The quantized kernels and their design
+// are in legacy.cuh (32-value blocks) and kquant.cuh (K-quants); the float
+// kernels below accumulate with a fixed per-lane order and a fixed butterfly,
+// so they are batch-invariant too.
 #include "common.cuh"
+#include "legacy.cuh"
 
 extern "C" int tandem_cuda_weight_bytes(int type, int rows, int cols, size_t *out) {
 	if (out == nullptr || rows <= 0 || cols <= 0) return TC_ERR_ARG;
@@ -23,6 +22,8 @@ extern "C" int tandem_cuda_weight_bytes(int type, int rows, int cols, size_t *ou
 		return TC_OK;
 	case TC_Q4_0:
 	case TC_Q4_1:
+	case TC_Q5_0:
+	case TC_Q5_1:
 	case TC_Q8_0:
 	case TC_Q4_K:
 	case TC_Q5_K:
@@ -76,106 +77,11 @@ extern "C" int tandem_cuda_weight_load(tc_ctx *c, void *d_w, int type, int rows,
 	return TC_OK;
 }
 
-// k_quantize_q8_1 quantizes activations the way the reference does
-// (quantize_row_q8_1_ref): d = amax/127, codes round half away from zero, and
-// s = d * sum(codes). One warp per 32-value block; the codes go to the qs
-// array (32 bytes per block, so kernels read them with 128-bit loads) and
-// (d, s) to the ds array.
+// k_quantize_q8_1: one warp per 32-value block (tc_quantize_q8_1).
 __global__ void k_quantize_q8_1(int8_t *qs, half2 *ds, const float *x, size_t nblocks) {
 	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-	size_t b = i / 32;
-	if (b >= nblocks) return; // whole warps exit together: 32 | blockDim
-	float v = x[i];
-	float amax = tc_warp_max(fabsf(v));
-	float d = amax / 127.f;
-	float id = d == 0.f ? 0.f : 1.f / d;
-	float q = roundf(v * id);
-	q = fminf(127.f, fmaxf(-128.f, q));
-	if (q != q) q = 0.f;
-	qs[i] = (int8_t)q;
-	float sum = tc_warp_sum(q); // exact: |sum| <= 32*128
-	if (threadIdx.x % 32 == 0) ds[b] = __halves2half2(__float2half_rn(d), __float2half_rn(sum * d));
-}
-
-// tc_block_dot is one weight block's contribution, in the reference's order
-// of operations. The _rn intrinsics are never fused into FMAs, so every
-// instantiation (token group size) rounds identically: that is what makes
-// the product batch-invariant bit for bit.
-template <int TYPE>
-static __device__ __forceinline__ float tc_block_dot(const uint8_t *wqs, const uint8_t *wsc, const int4 a0,
-                                                     const int4 a1, half2 ads) {
-	float2 a = __half22float2(ads);
-	if (TYPE == TC_Q8_0) {
-		const int4 w0 = ((const int4 *)wqs)[0], w1 = ((const int4 *)wqs)[1];
-		int s = __dp4a(w0.x, a0.x, 0);
-		s = __dp4a(w0.y, a0.y, s);
-		s = __dp4a(w0.z, a0.z, s);
-		s = __dp4a(w0.w, a0.w, s);
-		s = __dp4a(w1.x, a1.x, s);
-		s = __dp4a(w1.y, a1.y, s);
-		s = __dp4a(w1.z, a1.z, s);
-		s = __dp4a(w1.w, a1.w, s);
-		return __fmul_rn(__fmul_rn(__half2float(*(const half *)wsc), a.x), (float)s);
-	}
-	const int4 w = *(const int4 *)wqs;
-	const int m = 0x0F0F0F0F;
-	int s = __dp4a(w.x & m, a0.x, 0);
-	s = __dp4a(w.y & m, a0.y, s);
-	s = __dp4a(w.z & m, a0.z, s);
-	s = __dp4a(w.w & m, a0.w, s);
-	s = __dp4a((w.x >> 4) & m, a1.x, s);
-	s = __dp4a((w.y >> 4) & m, a1.y, s);
-	s = __dp4a((w.z >> 4) & m, a1.z, s);
-	s = __dp4a((w.w >> 4) & m, a1.w, s);
-	if (TYPE == TC_Q4_0) {
-		// (q-8)*a summed exactly: subtract 8 * sum(a) in integers.
-		const int ones = 0x01010101;
-		int sa = __dp4a(ones, a0.x, 0);
-		sa = __dp4a(ones, a0.y, sa);
-		sa = __dp4a(ones, a0.z, sa);
-		sa = __dp4a(ones, a0.w, sa);
-		sa = __dp4a(ones, a1.x, sa);
-		sa = __dp4a(ones, a1.y, sa);
-		sa = __dp4a(ones, a1.z, sa);
-		sa = __dp4a(ones, a1.w, sa);
-		return __fmul_rn(__fmul_rn(__half2float(*(const half *)wsc), a.x), (float)(s - 8 * sa));
-	}
-	float2 dm = __half22float2(*(const half2 *)wsc);
-	return __fadd_rn(__fmul_rn(__fmul_rn(dm.x, a.x), (float)s), __fmul_rn(dm.y, a.y));
-}
-
-// k_mmvq: dst[t, row] for NC tokens starting at t0 + blockIdx.y*NC; one warp
-// per weight row.
-template <int TYPE, int NC>
-__global__ void __launch_bounds__(TC_MV_WARPS * 32)
-    k_mmvq(float *dst, const uint8_t *w, const int8_t *xqs, const half2 *xds, int rows, int nbr, int t0) {
-	int row = blockIdx.x * TC_MV_WARPS + threadIdx.x / 32;
-	int lane = threadIdx.x % 32;
-	if (row >= rows) return;
-	int t = t0 + blockIdx.y * NC;
-	size_t nb = (size_t)rows * nbr;
-	const uint8_t *wqs = w + (size_t)row * nbr * tc_qs_bytes(TYPE);
-	const uint8_t *wsc = w + nb * tc_qs_bytes(TYPE) + (size_t)row * nbr * tc_scale_bytes(TYPE);
-	float acc[NC];
-#pragma unroll
-	for (int c = 0; c < NC; c++) acc[c] = 0.f;
-	// Unrolled so each lane keeps two weight blocks in flight.
-#pragma unroll 2
-	for (int b = lane; b < nbr; b += 32) {
-		const uint8_t *bq = wqs + (size_t)b * tc_qs_bytes(TYPE);
-		const uint8_t *bs = wsc + (size_t)b * tc_scale_bytes(TYPE);
-#pragma unroll
-		for (int c = 0; c < NC; c++) {
-			size_t xb = (size_t)(t + c) * nbr + b;
-			const int4 *xq = (const int4 *)(xqs + xb * 32);
-			acc[c] = __fadd_rn(acc[c], tc_block_dot<TYPE>(bq, bs, xq[0], xq[1], xds[xb]));
-		}
-	}
-#pragma unroll
-	for (int c = 0; c < NC; c++) {
-		float v = tc_warp_sum(acc[c]);
-		if (lane == 0) dst[(size_t)(t + c) * rows + row] = v;
-	}
+	if (i / 32 >= nblocks) return; // whole warps exit together: 32 | blockDim
+	tc_quantize_q8_1(qs, ds, x, i);
 }
 
 template <int TYPE>
@@ -313,6 +219,8 @@ extern "C" int tandem_cuda_matmul(tc_ctx *c, float *d_dst, const float *d_x, int
 	case TC_BF16: return tc_float_matmul<TC_BF16>(c, d_dst, d_w, d_x, t, rows, cols);
 	case TC_Q4_0:
 	case TC_Q4_1:
+	case TC_Q5_0:
+	case TC_Q5_1:
 	case TC_Q8_0: break;
 	case TC_Q4_K:
 	case TC_Q5_K:
@@ -336,6 +244,8 @@ extern "C" int tandem_cuda_matmul(tc_ctx *c, float *d_dst, const float *d_x, int
 	switch (type) {
 	case TC_Q4_0: return tc_launch_q<TC_Q4_0>(c, d_dst, w, qs, ds, t, rows, nbr);
 	case TC_Q4_1: return tc_launch_q<TC_Q4_1>(c, d_dst, w, qs, ds, t, rows, nbr);
+	case TC_Q5_0: return tc_launch_q<TC_Q5_0>(c, d_dst, w, qs, ds, t, rows, nbr);
+	case TC_Q5_1: return tc_launch_q<TC_Q5_1>(c, d_dst, w, qs, ds, t, rows, nbr);
 	default: return tc_launch_q<TC_Q8_0>(c, d_dst, w, qs, ds, t, rows, nbr);
 	}
 }

@@ -1,5 +1,6 @@
-// cuda_runtime.h for the host emulation (see kquant_check.cpp): just enough of
-// CUDA for the device code in ../csrc/kquant.cuh and ../csrc/common.cuh to
+// cuda_runtime.h for the host emulation (see kquant_check.cpp and
+// legacy_check.cpp): just enough of CUDA for the device code in
+// ../csrc/kquant.cuh, ../csrc/legacy.cuh and ../csrc/common.cuh to
 // compile with a C++20 host compiler and run, one std::thread per CUDA thread.
 // Warp shuffles synchronise the 32 threads of a warp on a barrier, so code
 // between shuffles may run in any interleaving, as on a GPU; the float
@@ -72,6 +73,28 @@ static inline float emu_f16(uint16_t h) {
 }
 static inline float __half2float(half h) { return emu_f16(h.bits); }
 static inline float2 __half22float2(half2 h) { return {emu_f16(h.x.bits), emu_f16(h.y.bits)}; }
+// __float2half_rn: round to nearest even, subnormals and overflow to
+// infinity included, NaN kept a (quiet) NaN.
+static inline half __float2half_rn(float f) {
+	uint32_t u;
+	memcpy(&u, &f, 4);
+	uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+	uint32_t a = u & 0x7FFFFFFFu;
+	if (a >= 0x7F800000u) return {(uint16_t)(sign | (a > 0x7F800000u ? 0x7E00u : 0x7C00u))};
+	if (a >= 0x477FF000u) return {(uint16_t)(sign | 0x7C00u)}; // 65520 and up round to infinity
+	int e = (int)(a >> 23) - 127;
+	if (e < -25) return {sign}; // below a quarter of the smallest subnormal
+	uint32_t m = (a & 0x7FFFFFu) | 0x800000u; // the value is m * 2^(e-23)
+	// Shift m to units of the result's last place: 2^(e-10) for normal
+	// results, 2^-24 for subnormal ones. A rounding carry into the exponent
+	// (or from subnormal to normal) lands in the right place by addition.
+	int shift = e < -14 ? -(e + 1) : 13;
+	uint32_t q = m >> shift, rest = m & ((1u << shift) - 1), halfway = 1u << (shift - 1);
+	if (rest > halfway || (rest == halfway && (q & 1))) q++;
+	uint32_t bits = e < -14 ? q : ((uint32_t)(e + 15) << 10) + (q - 1024);
+	return {(uint16_t)(sign | bits)};
+}
+static inline half2 __halves2half2(half a, half b) { return {a, b}; }
 static inline float __uint_as_float(uint32_t u) {
 	float f;
 	memcpy(&f, &u, 4);
