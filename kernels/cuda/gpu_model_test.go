@@ -2,6 +2,7 @@ package cuda_test
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"os"
 	"testing"
@@ -124,6 +125,9 @@ func TestGPUModelMatchesRef(t *testing.T) {
 		dtype kernels.KVDType
 		mixed bool // typ Q4_K with Q6_K and Q5_K matrices, as in a Q4_K_M file
 	}{{quant.Q4_1, true, kernels.KVF16, false}, {quant.Q4_0, false, kernels.KVF16, false}, {quant.Q8_0, true, kernels.KVF16, false},
+		{quant.Q5_0, true, kernels.KVF16, false}, {quant.Q5_1, false, kernels.KVF16, false},
+		// Q5_0 mixed: SmolLM2's 576-wide rows, as its Q4_K_M file stores them.
+		{quant.Q5_0, true, kernels.KVF16, true}, {quant.Q5_0, false, kernels.KVInt8, true},
 		{quant.F16, false, kernels.KVF16, false}, {quant.BF16, true, kernels.KVF16, false}, {quant.F32, false, kernels.KVF16, false},
 		{quant.Q4_1, true, kernels.KVInt8, false},
 		{quant.Q4_K, true, kernels.KVF16, false}, {quant.Q5_K, false, kernels.KVF16, false}, {quant.Q6_K, true, kernels.KVF16, false},
@@ -131,6 +135,9 @@ func TestGPUModelMatchesRef(t *testing.T) {
 		name := tc.typ.String()
 		if tc.mixed {
 			name = "Q4_K_M"
+			if tc.typ == quant.Q5_0 {
+				name = "Q4_K_M-576"
+			}
 		}
 		t.Run(name+"/kv-"+tc.dtype.String(), func(t *testing.T) {
 			cfg := llamatest.TinyConfig()
@@ -140,6 +147,9 @@ func TestGPUModelMatchesRef(t *testing.T) {
 			random := llamatest.Random
 			if tc.mixed {
 				random = kquantMixed
+				if tc.typ == quant.Q5_0 {
+					cfg, random = smolConfig(), smolMixed
+				}
 			}
 			src, err := random(cfg, tc.typ, 11, tc.tied)
 			if err != nil {
@@ -227,4 +237,65 @@ func kquantMixed(cfg llama.Config, base quant.Type, seed uint64, tied bool) (lla
 	}
 	src["blk.1.attn_v.weight"] = q5["blk.1.attn_v.weight"]
 	return src, nil
+}
+
+// smolConfig has SmolLM2-135M's widths (576-wide rows, 1536 feed-forward,
+// nine heads of 64 over three KV heads) on two layers and a small
+// vocabulary.
+func smolConfig() llama.Config {
+	cfg := llamatest.TinyConfig()
+	cfg.Embd, cfg.FF, cfg.Heads, cfg.KVHeads, cfg.HeadDim, cfg.RoPEDims = 576, 1536, 9, 3, 64, 64
+	return cfg
+}
+
+// smolMixed is how llama.cpp's Q4_K_M stores a model whose rows are not
+// whole 256-value blocks (SmolLM2's 576): the 576-wide matrices fall back
+// from Q4_K to base (Q5_0) and from Q6_K to Q8_0 (the output, or the tied
+// embedding), while the ffn_down rows (1536 wide) keep Q6_K in the first
+// layer and Q4_K in the others.
+func smolMixed(cfg llama.Config, base quant.Type, seed uint64, tied bool) (llamatest.Source, error) {
+	src, err := llamatest.Random(cfg, base, seed, tied)
+	if err != nil {
+		return nil, err
+	}
+	q8, err := llamatest.Random(cfg, quant.Q8_0, seed+1, tied)
+	if err != nil {
+		return nil, err
+	}
+	out := "output.weight"
+	if tied {
+		out = "token_embd.weight"
+	}
+	src[out] = q8[out]
+	f32, err := llamatest.Random(cfg, quant.F32, seed+2, tied)
+	if err != nil {
+		return nil, err
+	}
+	for l := range cfg.Layers {
+		name := fmt.Sprintf("blk.%d.ffn_down.weight", l)
+		typ := quant.Q4_K
+		if l == 0 {
+			typ = quant.Q6_K
+		}
+		if src[name], err = requantize(f32[name], typ); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	return src, nil
+}
+
+// requantize encodes an F32 tensor in typ.
+func requantize(t llamatest.Tensor, typ quant.Type) (llamatest.Tensor, error) {
+	if t.Type != quant.F32 {
+		return llamatest.Tensor{}, fmt.Errorf("requantize: %v tensor, want F32", t.Type)
+	}
+	vals := make([]float32, len(t.Data)/4)
+	if err := quant.Dequantize(quant.F32, t.Data, vals); err != nil {
+		return llamatest.Tensor{}, err
+	}
+	data := make([]byte, len(vals)/int(t.Dims[0])*typ.RowBytes(int(t.Dims[0])))
+	if err := quant.Quantize(typ, vals, data); err != nil {
+		return llamatest.Tensor{}, err
+	}
+	return llamatest.Tensor{Type: typ, Dims: t.Dims, Data: data}, nil
 }

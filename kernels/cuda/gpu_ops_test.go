@@ -123,7 +123,7 @@ func TestGPUMatMulMatchesRef(t *testing.T) {
 		shapes []matShape
 	}{
 		{quant.F32, legacy}, {quant.F16, legacy}, {quant.BF16, legacy},
-		{quant.Q4_0, legacy}, {quant.Q4_1, legacy}, {quant.Q8_0, legacy},
+		{quant.Q4_0, legacy}, {quant.Q4_1, legacy}, {quant.Q5_0, legacy}, {quant.Q5_1, legacy}, {quant.Q8_0, legacy},
 		{quant.Q4_K, kquant}, {quant.Q5_K, kquant}, {quant.Q6_K, kquant},
 	} {
 		t.Run(tc.typ.String(), func(t *testing.T) {
@@ -160,7 +160,7 @@ func TestGPUMatMulBatchInvariant(t *testing.T) {
 	b, rb := gpuBackend(t), ref.NewWith(kernels.ActQ8)
 	rng := rand.New(rand.NewPCG(3, 4))
 	const rows, cols, batch = 96, 512, 19
-	for _, typ := range []quant.Type{quant.F16, quant.Q4_1, quant.Q8_0, quant.Q4_K, quant.Q5_K, quant.Q6_K} {
+	for _, typ := range []quant.Type{quant.F16, quant.Q4_1, quant.Q5_0, quant.Q5_1, quant.Q8_0, quant.Q4_K, quant.Q5_K, quant.Q6_K} {
 		gw, _ := weightPair(t, b, rb, typ, rows, cols, rng)
 		xs := randVals(rng, batch*cols, 1)
 		x, d := b.NewTensor(batch, cols), b.NewTensor(batch, rows)
@@ -193,7 +193,7 @@ func TestGPUElementwiseMatchesRef(t *testing.T) {
 		width int
 	}{
 		{quant.F32, cols}, {quant.F16, cols}, {quant.BF16, cols},
-		{quant.Q4_0, cols}, {quant.Q4_1, cols}, {quant.Q8_0, cols},
+		{quant.Q4_0, cols}, {quant.Q4_1, cols}, {quant.Q5_0, cols}, {quant.Q5_1, cols}, {quant.Q8_0, cols},
 		{quant.Q4_K, 768}, {quant.Q5_K, 768}, {quant.Q6_K, 768},
 	} {
 		gw, rw := weightPair(t, b, rb, tc.typ, 50, tc.width, rng)
