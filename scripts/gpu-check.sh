@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # GPU device check: builds the CUDA kernels with the host's nvcc, runs every
-# GPU test (each weight format, the K-quants Q4_K/Q5_K/Q6_K included, against
-# the pure-Go reference, batch invariance, whole random-weight models),
-# benchmarks the matrix-vector kernels (Q4_1, Q4_0, Q8_0, Q4_K, Q6_K, F16,
-# BF16) and whole random-weight models (SmolLM2-135M and Llama-3-8B shapes,
-# Q4_1 and F16, batch 1 and 32; Llama-3-8B in Q4_K, decode only), runs a
+# GPU test (each weight format, the K-quants Q4_K/Q5_K/Q6_K and Q5_0/Q5_1
+# included, against the pure-Go reference, batch invariance, whole
+# random-weight models, a 576-wide Q4_K_M mix of Q5_0, Q8_0, Q4_K and Q6_K),
+# benchmarks the matrix-vector kernels (Q4_1, Q4_0, Q5_0, Q5_1, Q8_0, Q4_K,
+# Q6_K, F16, BF16) and whole random-weight models (SmolLM2-135M and
+# Llama-3-8B shapes, Q4_1 and F16, batch 1 and 32; Llama-3-8B in Q4_K and
+# SmolLM2 in Q5_0, decode only), runs a
 # Hugging Face transformers baseline on the same shapes, and prints a table of
 # figures. Finishes within 8 minutes on an H100/H200.
 #
@@ -79,7 +81,7 @@ done <"$bin/extra.txt"
 grep -E '^(###|--- |ok|FAIL|PASS|panic)|_test.go' "$out/tests.txt"
 
 section "matrix-vector benchmarks"
-(cd kernels/cuda && timeout "$(budget 120)" "$bin/cuda.test" -test.run '^$' -test.bench 'MatVec' -test.benchtime 200x) >"$out/bench.txt" 2>&1 || failed+=("bench:matvec")
+(cd kernels/cuda && timeout "$(budget 150)" "$bin/cuda.test" -test.run '^$' -test.bench 'MatVec' -test.benchtime 200x) >"$out/bench.txt" 2>&1 || failed+=("bench:matvec")
 grep -E '^Benchmark|FAIL|panic' "$out/bench.txt"
 
 section "model benchmarks"

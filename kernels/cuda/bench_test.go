@@ -107,7 +107,7 @@ func BenchmarkMatVec(b *testing.B) {
 		name       string
 		rows, cols int
 	}{{"qo_4096x4096", 4096, 4096}, {"gateup_14336x4096", 14336, 4096}, {"down_4096x14336", 4096, 14336}, {"lmhead_128256x4096", 128256, 4096}}
-	for _, typ := range []quant.Type{quant.Q4_1, quant.Q4_0, quant.Q8_0, quant.Q4_K, quant.Q6_K, quant.F16, quant.BF16} {
+	for _, typ := range []quant.Type{quant.Q4_1, quant.Q4_0, quant.Q5_0, quant.Q5_1, quant.Q8_0, quant.Q4_K, quant.Q6_K, quant.F16, quant.BF16} {
 		for _, s := range shapes {
 			w, err := g.NewWeight(typ, s.rows, s.cols, tiled(typ, typ.RowBytes(s.cols)*s.rows, 2))
 			if err != nil {
@@ -149,14 +149,18 @@ func BenchmarkMatVec(b *testing.B) {
 // and 32 sequences (each with 128 tokens of context) and prefill of 1x512
 // and 32x128 prompt tokens. tok/s counts generated (decode) or processed
 // (prefill) tokens. Q4_K runs decode only, and only where every row holds
-// whole 256-value blocks (Llama-3-8B; SmolLM2's 576 does not), to keep
-// gpu-check within its time budget.
+// whole 256-value blocks (Llama-3-8B; SmolLM2's 576 does not), and Q5_0
+// decode only on SmolLM2 (the type its Q4_K_M file stores most matrices
+// in), to keep gpu-check within its time budget.
 func BenchmarkModel(b *testing.B) {
 	g := gpu(b)
 	for _, cfg := range benchModels() {
-		for _, typ := range []quant.Type{quant.Q4_1, quant.F16, quant.Q4_K} {
-			kquant := typ == quant.Q4_K
-			if kquant && (cfg.Embd%256 != 0 || cfg.FF%256 != 0 || cfg.Heads*cfg.HeadDim%256 != 0) {
+		for _, typ := range []quant.Type{quant.Q4_1, quant.F16, quant.Q4_K, quant.Q5_0} {
+			decodeOnly := typ == quant.Q4_K || typ == quant.Q5_0
+			if typ == quant.Q4_K && (cfg.Embd%256 != 0 || cfg.FF%256 != 0 || cfg.Heads*cfg.HeadDim%256 != 0) {
+				continue
+			}
+			if typ == quant.Q5_0 && cfg.Embd%256 == 0 {
 				continue
 			}
 			b.Run(cfg.Name+"/"+typ.String(), func(b *testing.B) {
@@ -167,7 +171,7 @@ func BenchmarkModel(b *testing.B) {
 				for _, batch := range []int{1, 32} {
 					b.Run(fmt.Sprintf("decode/batch%d", batch), func(b *testing.B) { benchDecode(b, g, m, batch, 128) })
 				}
-				if kquant {
+				if decodeOnly {
 					return
 				}
 				b.Run("prefill/batch1", func(b *testing.B) { benchPrefill(b, g, m, 1, 512) })
