@@ -123,10 +123,12 @@ func TestGPUModelMatchesRef(t *testing.T) {
 		typ   quant.Type
 		tied  bool
 		dtype kernels.KVDType
-		mixed bool // typ Q4_K with Q6_K and Q5_K matrices, as in a Q4_K_M file
+		// mixed: a Q4_K_M file. Typ Q4_K: with Q6_K and Q5_K matrices
+		// (kquantMixed); typ Q5_0: SmolLM2's 576-wide rows, Q5_0 and Q8_0
+		// beside Q4_K and Q6_K (smolMixed).
+		mixed bool
 	}{{quant.Q4_1, true, kernels.KVF16, false}, {quant.Q4_0, false, kernels.KVF16, false}, {quant.Q8_0, true, kernels.KVF16, false},
 		{quant.Q5_0, true, kernels.KVF16, false}, {quant.Q5_1, false, kernels.KVF16, false},
-		// Q5_0 mixed: SmolLM2's 576-wide rows, as its Q4_K_M file stores them.
 		{quant.Q5_0, true, kernels.KVF16, true}, {quant.Q5_0, false, kernels.KVInt8, true},
 		{quant.F16, false, kernels.KVF16, false}, {quant.BF16, true, kernels.KVF16, false}, {quant.F32, false, kernels.KVF16, false},
 		{quant.Q4_1, true, kernels.KVInt8, false},
