@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -141,48 +139,16 @@ type legacyResult struct {
 
 func runLegacyEmu(t *testing.T, exe, base string, typ quant.Type, rows, cols int, w []byte, x []float32) legacyResult {
 	t.Helper()
-	in := binary.LittleEndian.AppendUint32(nil, uint32(typ))
-	for _, v := range []int{rows, cols, len(x) / cols} {
-		in = binary.LittleEndian.AppendUint32(in, uint32(v))
-	}
-	in = append(in, w...)
-	for _, v := range x {
-		in = binary.LittleEndian.AppendUint32(in, math.Float32bits(v))
-	}
-	if err := os.WriteFile(base+".in", in, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(exe, base+".in", base+".out").CombinedOutput(); err != nil {
-		t.Fatalf("legacy_check: %v\n%s", err, out)
-	}
-	out, err := os.ReadFile(base + ".out")
-	if err != nil {
-		t.Fatal(err)
-	}
 	n, nx := len(x)/cols, len(x)/32
-	want := len(w) + 4*rows*cols + 32*nx + 4*nx + 2*4*n*rows
-	if len(out) != want {
-		t.Fatalf("legacy_check wrote %d bytes, want %d", len(out), want)
-	}
-	bytes := func(k int) []byte {
-		b := out[:k]
-		out = out[k:]
-		return b
-	}
-	floats := func(k int) []float32 {
-		v := make([]float32, k)
-		for i, b := 0, bytes(4*k); i < k; i++ {
-			v[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
-		}
-		return v
-	}
+	out := runCheckTool(t, exe, base, typ, rows, cols, w, x,
+		len(w)+4*rows*cols+32*nx+4*nx+2*4*n*rows)
 	var r legacyResult
-	r.repacked = bytes(len(w))
-	r.deq = floats(rows * cols)
-	r.codes = bytes(32 * nx)
-	r.ds = bytes(4 * nx)
-	r.grouped = floats(n * rows)
-	r.single = floats(n * rows)
+	r.repacked = out.bytes(len(w))
+	r.deq = out.floats(rows * cols)
+	r.codes = out.bytes(32 * nx)
+	r.ds = out.bytes(4 * nx)
+	r.grouped = out.floats(n * rows)
+	r.single = out.floats(n * rows)
 	return r
 }
 

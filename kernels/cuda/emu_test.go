@@ -153,6 +153,24 @@ type emuResult struct {
 
 func runEmu(t *testing.T, exe, base string, typ quant.Type, rows, cols int, w []byte, x []float32) emuResult {
 	t.Helper()
+	n := len(x) / cols
+	out := runCheckTool(t, exe, base, typ, rows, cols, w, x,
+		4*rows*cols+n*cols+4*n*cols/256+2*n*cols/16+2*4*n*rows)
+	var r emuResult
+	r.deq = out.floats(rows * cols)
+	r.codes = out.bytes(n * cols)
+	r.scales = out.floats(n * cols / 256)
+	r.bsums = out.bytes(2 * n * cols / 16)
+	r.grouped = out.floats(n * rows)
+	r.single = out.floats(n * rows)
+	return r
+}
+
+// runCheckTool feeds one case to an emulation check program (type, rows,
+// cols and token count as little-endian uint32, the weight bytes, then the
+// activations as f32) and returns its output, which must be want bytes.
+func runCheckTool(t *testing.T, exe, base string, typ quant.Type, rows, cols int, w []byte, x []float32, want int) *toolOutput {
+	t.Helper()
 	in := binary.LittleEndian.AppendUint32(nil, uint32(typ))
 	for _, v := range []int{rows, cols, len(x) / cols} {
 		in = binary.LittleEndian.AppendUint32(in, uint32(v))
@@ -165,33 +183,34 @@ func runEmu(t *testing.T, exe, base string, typ quant.Type, rows, cols int, w []
 		t.Fatal(err)
 	}
 	if out, err := exec.Command(exe, base+".in", base+".out").CombinedOutput(); err != nil {
-		t.Fatalf("kquant_check: %v\n%s", err, out)
+		t.Fatalf("%s: %v\n%s", filepath.Base(exe), err, out)
 	}
 	out, err := os.ReadFile(base + ".out")
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := len(x) / cols
-	floats := func(k int) []float32 {
-		v := make([]float32, k)
-		for i := range v {
-			v[i] = math.Float32frombits(binary.LittleEndian.Uint32(out[4*i:]))
-		}
-		out = out[4*k:]
-		return v
-	}
-	want := 4*rows*cols + n*cols + 4*n*cols/256 + 2*n*cols/16 + 2*4*n*rows
 	if len(out) != want {
-		t.Fatalf("kquant_check wrote %d bytes, want %d", len(out), want)
+		t.Fatalf("%s wrote %d bytes, want %d", filepath.Base(exe), len(out), want)
 	}
-	var r emuResult
-	r.deq = floats(rows * cols)
-	r.codes, out = out[:n*cols], out[n*cols:]
-	r.scales = floats(n * cols / 256)
-	r.bsums, out = out[:2*n*cols/16], out[2*n*cols/16:]
-	r.grouped = floats(n * rows)
-	r.single = floats(n * rows)
-	return r
+	return &toolOutput{b: out}
+}
+
+// toolOutput hands out a check program's output section by section.
+type toolOutput struct{ b []byte }
+
+func (o *toolOutput) bytes(k int) []byte {
+	b := o.b[:k]
+	o.b = o.b[k:]
+	return b
+}
+
+func (o *toolOutput) floats(k int) []float32 {
+	b := o.bytes(4 * k)
+	v := make([]float32, k)
+	for i := range v {
+		v[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	}
+	return v
 }
 
 func checkEmu(t *testing.T, typ quant.Type, rows, cols int, w []byte, x []float32, got emuResult) {

@@ -13,6 +13,7 @@
 // the same product computed one token at a time.
 #include <cstdio>
 
+#include "check_io.h"
 #include "common.cuh"
 #include "kquant.cuh"
 
@@ -51,30 +52,11 @@ static bool product_of(int type, float *dst, const uint8_t *w, tc_q8k x, int t, 
 	return false;
 }
 
-static bool read_all(const char *path, std::vector<uint8_t> &buf) {
-	FILE *f = fopen(path, "rb");
-	if (f == nullptr) return false;
-	uint8_t chunk[1 << 16];
-	size_t n;
-	while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) buf.insert(buf.end(), chunk, chunk + n);
-	bool ok = !ferror(f);
-	fclose(f);
-	return ok;
-}
-
 int main(int argc, char **argv) {
-	if (argc != 3) {
-		fprintf(stderr, "usage: kquant_check IN OUT\n");
-		return 2;
-	}
-	std::vector<uint8_t> in;
-	if (!read_all(argv[1], in) || in.size() < 16) {
-		fprintf(stderr, "kquant_check: cannot read %s\n", argv[1]);
-		return 2;
-	}
-	uint32_t hdr[4];
-	memcpy(hdr, in.data(), sizeof hdr);
-	int type = (int)hdr[0], rows = (int)hdr[1], cols = (int)hdr[2], n = (int)hdr[3];
+	check_case c;
+	if (!check_read_case(argc, argv, "kquant_check", c)) return 2;
+	const std::vector<uint8_t> &in = c.in;
+	int type = c.type, rows = c.rows, cols = c.cols, n = c.n;
 	if (!tc_is_kquant(type) || rows <= 0 || cols <= 0 || cols % TC_QK != 0 || n <= 0) {
 		fprintf(stderr, "kquant_check: bad case: type %d, %d x %d, %d tokens\n", type, rows, cols, n);
 		return 2;

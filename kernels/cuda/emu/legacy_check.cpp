@@ -14,6 +14,7 @@
 // and the same product computed one token at a time.
 #include <cstdio>
 
+#include "check_io.h"
 #include "common.cuh"
 #include "legacy.cuh"
 
@@ -60,30 +61,11 @@ static bool is_legacy(int type) {
 	return type == TC_Q4_0 || type == TC_Q4_1 || type == TC_Q5_0 || type == TC_Q5_1 || type == TC_Q8_0;
 }
 
-static bool read_all(const char *path, std::vector<uint8_t> &buf) {
-	FILE *f = fopen(path, "rb");
-	if (f == nullptr) return false;
-	uint8_t chunk[1 << 16];
-	size_t n;
-	while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) buf.insert(buf.end(), chunk, chunk + n);
-	bool ok = !ferror(f);
-	fclose(f);
-	return ok;
-}
-
 int main(int argc, char **argv) {
-	if (argc != 3) {
-		fprintf(stderr, "usage: legacy_check IN OUT\n");
-		return 2;
-	}
-	std::vector<uint8_t> in;
-	if (!read_all(argv[1], in) || in.size() < 16) {
-		fprintf(stderr, "legacy_check: cannot read %s\n", argv[1]);
-		return 2;
-	}
-	uint32_t hdr[4];
-	memcpy(hdr, in.data(), sizeof hdr);
-	int type = (int)hdr[0], rows = (int)hdr[1], cols = (int)hdr[2], n = (int)hdr[3];
+	check_case c;
+	if (!check_read_case(argc, argv, "legacy_check", c)) return 2;
+	const std::vector<uint8_t> &in = c.in;
+	int type = c.type, rows = c.rows, cols = c.cols, n = c.n;
 	if (!is_legacy(type) || rows <= 0 || cols <= 0 || cols % 32 != 0 || n <= 0) {
 		fprintf(stderr, "legacy_check: bad case: type %d, %d x %d, %d tokens\n", type, rows, cols, n);
 		return 2;
