@@ -86,6 +86,15 @@ var legacyActivations = []struct {
 	}},
 }
 
+// legacyCase is one product case of the 32-value formats: a weight type and
+// shape, a token count, and the weight and activation patterns to fill.
+type legacyCase struct {
+	typ          quant.Type
+	rows, cols   int
+	tokens       int
+	weights, act int // indexes into legacyWeights, legacyActivations
+}
+
 func TestLegacyKernelsEmulated(t *testing.T) {
 	exe := buildEmu(t, "legacy_check")
 	dir := t.TempDir()
@@ -93,12 +102,7 @@ func TestLegacyKernelsEmulated(t *testing.T) {
 	// 1, 3, 18 (576 values, SmolLM2's width), 34 (lanes take two blocks)
 	// and 64 blocks a row; rows that leave warps of a thread block idle;
 	// 1..19 tokens cover every token group width (16, 8, 4, 2, 1).
-	for i, tc := range []struct {
-		typ          quant.Type
-		rows, cols   int
-		tokens       int
-		weights, act int // indexes into legacyWeights, legacyActivations
-	}{
+	for i, tc := range []legacyCase{
 		{quant.Q5_0, 9, 576, 19, 0, 0},
 		{quant.Q5_0, 5, 32, 1, 1, 0},
 		{quant.Q5_0, 6, 1088, 17, 1, 2},

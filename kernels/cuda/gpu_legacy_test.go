@@ -18,12 +18,7 @@ import (
 func TestGPULegacyMatchesQuant(t *testing.T) {
 	b := gpuBackend(t)
 	rng := rand.New(rand.NewPCG(41, 42))
-	for _, tc := range []struct {
-		typ          quant.Type
-		rows, cols   int
-		tokens       int
-		weights, act int // indexes into legacyWeights, legacyActivations
-	}{
+	for _, tc := range []legacyCase{
 		{quant.Q5_0, 576, 576, 19, 0, 0},
 		{quant.Q5_0, 100, 1536, 17, 1, 1},
 		{quant.Q5_0, 33, 2048, 5, 2, 2},
