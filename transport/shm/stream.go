@@ -142,8 +142,8 @@ type stream struct {
 	acks      chan transport.Ack
 	ended     chan struct{} // closed when the stream's reading ends; err is then set
 	err       error
-	committed bool // the commit was read and reading stopped; set before ended closes
-	reading   bool // a recvLoop goroutine reads (staged); otherwise Recv reads itself
+	committed bool                    // the commit was read and reading stopped; set before ended closes
+	reading   bool                    // a recvLoop goroutine reads (staged); otherwise Recv reads itself
 	resp      transportv1.ShmResponse // Recv's buffer when it reads itself
 	wg        sync.WaitGroup
 	once      sync.Once
