@@ -30,8 +30,13 @@ func (p *pool) Allocate(_ context.Context, n int) ([]int32, error) {
 	if n > len(p.free) {
 		return nil, fmt.Errorf("bench: %d blocks wanted, %d free", n, len(p.free))
 	}
-	out := append([]int32(nil), p.free[len(p.free)-n:]...)
-	p.free = p.free[:len(p.free)-n]
+	// Pop one at a time, as the engine's block manager does: fresh blocks
+	// come out in ascending order, and so do blocks freed by Free.
+	out := make([]int32, n)
+	for i := range out {
+		out[i] = p.free[len(p.free)-1]
+		p.free = p.free[:len(p.free)-1]
+	}
 	return out, nil
 }
 
