@@ -26,7 +26,10 @@
 // mapped by both processes; RDMA) cannot rely on the lease lock: the
 // receiver then guards the blocks with a Fence, arming a lease's blocks with
 // its key at Reserve and disarming them at commit and whenever the lease
-// ends, and such a stream is opened with OpenInPlace.
+// ends, and such a stream is opened with OpenInPlace. Such a sender commits
+// one-sided, by sealing the lease at the fence after its last write; the
+// receiver settles the seal before it ends a lease, so the commit and the
+// lease's end cannot both happen.
 //
 // Backends implement Conn and Stream: grpcx (bidirectional gRPC streaming
 // over mutual TLS), shm (in-place writes into the receiver's memfd-backed KV

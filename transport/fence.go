@@ -15,13 +15,27 @@ import "time"
 // (stopped, or killed at that instant) keeps the block: Disarm returns it as
 // stuck, and the receiver retries it on its reaper's passes and frees it only
 // once the fence lets go (the write finished or the writer's process is gone).
+//
+// An in-place sender commits one-sided, as an RDMA write completes at its
+// initiator: after its last write it seals the lease, turning the lease's seal
+// word (one per lease, at its first block) from armed to sealed, and the
+// transfer is committed from that instant; the Commit frame that follows on
+// the stream only tells the receiver sooner. The receiver settles the same
+// word with Decide before it ends a lease that has not committed, so exactly
+// one of the two wins: a sender whose seal fails learns its lease ended, and
+// a lease whose stream broke or whose expiry came after the seal becomes
+// ready instead of being freed.
 type Fence interface {
-	// Arm opens blocks to writers presenting key. The blocks are unarmed.
+	// Arm opens blocks to writers presenting key, and arms the lease's
+	// seal word (at blocks[0]). The blocks are unarmed.
 	Arm(blocks []int32, key uint64)
 	// Disarm closes blocks armed with key; blocks armed with another key
 	// or not at all are left alone. It returns the blocks a writer still
 	// holds after a short grace period.
 	Disarm(blocks []int32, key uint64) (stuck []int32)
+	// Decide closes the seal word at lead for key, so that no seal can
+	// follow, and reports whether the sender had sealed it first.
+	Decide(lead int32, key uint64) (sealed bool)
 }
 
 // MaxFenceKey bounds lease keys so a fence may pack one into 32 bits of a

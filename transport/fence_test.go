@@ -12,12 +12,22 @@ import (
 	"github.com/tandemserve/tandem/transport/transporttest"
 )
 
-// recordingFence keeps each block's armed key; blocks in hold stay armed
-// (a writer is inside them) when disarmed.
+// recordingFence keeps each block's armed key and each lease's seal word;
+// blocks in hold stay armed (a writer is inside them) when disarmed.
 type recordingFence struct {
 	mu    sync.Mutex
 	armed map[int32]uint64
 	hold  map[int32]bool
+	seals map[int32]sealWord
+}
+
+type sealWord struct {
+	key    uint64
+	sealed bool
+}
+
+func newRecordingFence() *recordingFence {
+	return &recordingFence{armed: map[int32]uint64{}, hold: map[int32]bool{}, seals: map[int32]sealWord{}}
 }
 
 func (f *recordingFence) Arm(blocks []int32, key uint64) {
@@ -26,6 +36,31 @@ func (f *recordingFence) Arm(blocks []int32, key uint64) {
 	for _, b := range blocks {
 		f.armed[b] = key
 	}
+	f.seals[blocks[0]] = sealWord{key: key}
+}
+
+func (f *recordingFence) Decide(lead int32, key uint64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	w := f.seals[lead]
+	if w.key != key {
+		return false
+	}
+	delete(f.seals, lead)
+	return w.sealed
+}
+
+// seal is the sender's side of Decide: it commits the lease whose seal word
+// is at lead, unless the receiver settled the word first.
+func (f *recordingFence) seal(lead int32, key uint64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	w := f.seals[lead]
+	if w.key != key || w.sealed {
+		return false
+	}
+	f.seals[lead] = sealWord{key: key, sealed: true}
+	return true
 }
 
 func (f *recordingFence) Disarm(blocks []int32, key uint64) (stuck []int32) {
@@ -99,7 +134,7 @@ func streamInPlace(t *testing.T, r *transport.Receiver, clock *transporttest.Fak
 }
 
 func TestFence_LeaseLifecycle(t *testing.T) {
-	fence := &recordingFence{armed: map[int32]uint64{}, hold: map[int32]bool{}}
+	fence := newRecordingFence()
 	r, alloc, clock := newFencedReceiver(t, fence)
 
 	in, a, seq := streamInPlace(t, r, clock, "a")
@@ -111,6 +146,9 @@ func TestFence_LeaseLifecycle(t *testing.T) {
 		if got := fence.armedWith(blk); got != a.FenceKey {
 			t.Fatalf("block %d armed with %d, want lease key %d", blk, got, a.FenceKey)
 		}
+	}
+	if !fence.seal(a.Blocks[0], a.FenceKey) {
+		t.Fatal("sealing a streaming lease failed")
 	}
 	if _, err := in.Commit(seq); err != nil {
 		t.Fatal(err)
@@ -149,7 +187,7 @@ func TestFence_LeaseLifecycle(t *testing.T) {
 }
 
 func TestFence_InPlaceRefusals(t *testing.T) {
-	fence := &recordingFence{armed: map[int32]uint64{}, hold: map[int32]bool{}}
+	fence := newRecordingFence()
 	r, alloc, clock := newFencedReceiver(t, fence)
 	g := transporttest.Grant(t, "c", 1, "decode-1", clock.Now())
 	l, err := r.Reserve(context.Background(), g, 2)
@@ -181,4 +219,116 @@ func TestFence_InPlaceRefusals(t *testing.T) {
 		t.Fatalf("in-place open without a fence = %v, want ErrProtocol", err)
 	}
 	unfenced.Cancel("d", "test over")
+}
+
+// The seal word decides, exactly once, whether an in-place transfer
+// committed: a seal that came first makes the lease ready whatever ends its
+// stream or its lease afterwards (except the owner's own cancel), and once
+// the receiver has ended a lease no seal can follow.
+func TestFence_SealDecidesTheCommit(t *testing.T) {
+	type step int
+	const (
+		seal step = iota
+		open
+		breakStream
+		expire
+		cancel
+		commit
+	)
+	for _, tc := range []struct {
+		name       string
+		steps      []step
+		wantReady  bool
+		wantErr    error // from Ready when not ready
+		commitFail error // from the commit step
+	}{
+		{name: "sealed, then the stream breaks", steps: []step{open, seal, breakStream}, wantReady: true},
+		{name: "sealed, then the lease expires", steps: []step{open, seal, expire}, wantReady: true},
+		{name: "sealed before the open arrived, then the lease expires", steps: []step{seal, expire}, wantReady: true},
+		{name: "sealed, then committed", steps: []step{open, seal, commit}, wantReady: true},
+		{name: "the stream breaks before the seal", steps: []step{open, breakStream}, wantErr: transport.ErrPeerLost},
+		{name: "the lease expires before the seal", steps: []step{open, expire}, wantErr: transport.ErrLeaseExpired},
+		{name: "the owner cancels after the seal", steps: []step{open, seal, cancel}, wantErr: transport.ErrCancelled},
+		{name: "an in-place commit without a seal", steps: []step{open, commit}, wantErr: transport.ErrProtocol, commitFail: transport.ErrProtocol},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fence := newRecordingFence()
+			r, alloc, clock := newFencedReceiver(t, fence)
+			g := transporttest.Grant(t, "t", 1, "decode-1", clock.Now())
+			l, err := r.Reserve(context.Background(), g, 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var in *transport.Inbound
+			seq := uint64(2)
+			for _, s := range tc.steps {
+				switch s {
+				case seal:
+					if !fence.seal(l.Blocks[0], l.FenceKey) {
+						t.Fatal("sealing a live lease failed")
+					}
+				case open:
+					if in, err = r.OpenInPlace(g, l.Blocks, 1); err != nil {
+						t.Fatal(err)
+					}
+					for layer := range transporttest.Spec().Layers {
+						if err := in.LayerEnd(seq, layer); err != nil {
+							t.Fatal(err)
+						}
+						seq++
+					}
+				case breakStream:
+					in.Abort(transport.ErrPeerLost)
+				case expire:
+					clock.Advance(ttl + time.Second)
+					deadline := time.Now().Add(5 * time.Second)
+					for {
+						st, ok := r.Stat("t")
+						if !ok || st.State == "ready" {
+							break
+						}
+						if time.Now().After(deadline) {
+							t.Fatalf("lease still %s after its expiry", st.State)
+						}
+						time.Sleep(time.Millisecond)
+					}
+				case cancel:
+					r.Cancel("t", "owner went away")
+				case commit:
+					if _, err := in.Commit(seq); !errors.Is(err, tc.commitFail) || (err == nil) != (tc.commitFail == nil) {
+						t.Fatalf("commit = %v, want %v", err, tc.commitFail)
+					}
+				}
+			}
+			if fence.seal(l.Blocks[0], l.FenceKey) {
+				t.Error("a seal after the lease settled succeeded")
+			}
+			ctx, stop := context.WithTimeout(context.Background(), 5*time.Second)
+			defer stop()
+			blocks, err := r.Ready(ctx, "t")
+			if tc.wantReady {
+				if err != nil || len(blocks) != len(l.Blocks) {
+					t.Fatalf("Ready = %v, %v; want the lease's %d blocks", blocks, err, len(l.Blocks))
+				}
+				for _, b := range blocks {
+					if fence.armedWith(b) != 0 {
+						t.Errorf("ready block %d still open to writers", b)
+					}
+				}
+				alloc.Claim(blocks)
+				return
+			}
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("Ready = %v, %v; want %v", blocks, err, tc.wantErr)
+			}
+			if !alloc.WaitFree(5 * time.Second) {
+				t.Fatalf("blocks of an uncommitted transfer not freed: %+v", alloc.Stats())
+			}
+			for _, b := range l.Blocks {
+				if fence.armedWith(b) != 0 {
+					t.Errorf("freed block %d still open to writers", b)
+				}
+			}
+		})
+	}
 }

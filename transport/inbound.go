@@ -140,8 +140,12 @@ func (in *Inbound) Commit(seq uint64) ([]int32, error) {
 			return fmt.Errorf("%w: commit after %d of %d layers", ErrProtocol, in.nEnded, len(in.ended))
 		}
 		// Ready blocks belong to the owner alone: close them to writers
-		// first. A correct sender finished every write before its commit.
+		// first. A correct sender finished every write before its commit,
+		// and an in-place one sealed the lease before sending it.
 		if in.l.key != 0 {
+			if sealed := in.r.cfg.Fence.Decide(in.l.blocks[0], in.l.key); in.inPlace && !sealed {
+				return fmt.Errorf("%w: in-place commit of a lease its sender did not seal", ErrProtocol)
+			}
 			if stuck := in.r.cfg.Fence.Disarm(in.l.blocks, in.l.key); len(stuck) > 0 {
 				return fmt.Errorf("%w: %d blocks still being written at commit", ErrProtocol, len(stuck))
 			}
@@ -160,7 +164,7 @@ func (in *Inbound) Commit(seq uint64) ([]int32, error) {
 // Abort ends a transfer whose stream broke before its commit; a transfer
 // already committed stays ready for its owner.
 func (in *Inbound) Abort(cause error) {
-	in.r.end(in.l, stateFreed, cause, func() bool { return in.l.state != stateReady })
+	in.r.lose(in.l, cause, func() bool { return in.l.state != stateReady })
 }
 
 // guard runs f under the lease lock while the transfer is streaming, after

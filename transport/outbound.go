@@ -62,10 +62,16 @@ type Stream interface {
 // InPlaceStream is a Stream that may write chunks straight into the
 // receiver's memory (shared memory; RDMA): InPlace reports whether this one
 // does. Nothing crosses a wire then, so Outbound computes no CRC32C and
-// passes 0.
+// passes 0, and commits with SealCommit instead of SendCommit.
 type InPlaceStream interface {
 	Stream
 	InPlace() bool
+	// SealCommit commits an in-place transfer one-sided once every layer
+	// was written and ended: it seals the lease at the receiver's fence
+	// (see Fence), which commits it, then sends the Commit frame without
+	// waiting for the answer, and returns the destination blocks. A seal
+	// the receiver refused (the lease ended first) returns why.
+	SealCommit(ctx context.Context) ([]int32, error)
 }
 
 // BlockPair is one (source block, destination block) descriptor.
@@ -100,9 +106,10 @@ type Outbound struct {
 	bb    int
 	sent  []bool
 	nSent int
-	// inPlace: the stream writes chunks straight into the receiver's
-	// memory, so no bytes cross a wire and no checksum is computed.
-	inPlace bool
+	// inPlace is the stream when it writes chunks straight into the
+	// receiver's memory: no bytes cross a wire, no checksum is computed,
+	// and the commit is sealed one-sided.
+	inPlace InPlaceStream
 
 	once  sync.Once
 	err   error
@@ -132,8 +139,8 @@ func Push(ctx context.Context, conn Conn, src Memory, plan Plan) (*Outbound, err
 		return nil, err
 	}
 	o.s = s
-	if ip, ok := s.(InPlaceStream); ok {
-		o.inPlace = ip.InPlace()
+	if ip, ok := s.(InPlaceStream); ok && ip.InPlace() {
+		o.inPlace = ip
 	}
 	o.sent = make([]bool, src.Spec().Layers)
 	return o, nil
@@ -172,7 +179,7 @@ func (o *Outbound) SendLayer(ctx context.Context, layer int) error {
 			return o.fail(err)
 		}
 		var crc uint32
-		if !o.inPlace {
+		if o.inPlace == nil {
 			for _, s := range segs {
 				crc = crc32.Update(crc, castagnoli, s)
 			}
@@ -190,14 +197,23 @@ func (o *Outbound) SendLayer(ctx context.Context, layer int) error {
 }
 
 // Commit sends the commit after the last layer and waits, bounded by ctx,
-// for the receiver's verdict on the same stream. It returns the destination
-// blocks the receiver now holds ready.
+// for the receiver's verdict on the same stream; an in-place transfer is
+// sealed instead, which commits it without a round trip. It returns the
+// destination blocks the receiver now holds ready.
 func (o *Outbound) Commit(ctx context.Context) ([]int32, error) {
 	if o.ended {
 		return nil, o.err
 	}
 	if o.nSent != len(o.sent) {
 		return nil, o.fail(fmt.Errorf("%w: commit after %d of %d layers", ErrInvalid, o.nSent, len(o.sent)))
+	}
+	if o.inPlace != nil {
+		blocks, err := o.inPlace.SealCommit(ctx)
+		if err != nil {
+			return nil, o.fail(err)
+		}
+		o.finish(nil)
+		return blocks, nil
 	}
 	if err := o.s.SendCommit(ctx); err != nil {
 		return nil, o.fail(err)

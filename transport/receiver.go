@@ -367,6 +367,10 @@ func (r *Receiver) end(l *lease, to leaseState, cause error, check func() bool) 
 	l.state, l.cause = to, cause
 	l.settleLocked()
 	blocks := l.blocks
+	if l.key != 0 && (from == stateReserved || from == stateStreaming) {
+		// Ended before its commit: a seal that comes now must fail.
+		r.cfg.Fence.Decide(blocks[0], l.key)
+	}
 	l.mu.Unlock()
 
 	if to == stateFreed && from != stateAllocating {
@@ -383,6 +387,43 @@ func (r *Receiver) end(l *lease, to leaseState, cause error, check func() bool) 
 	if cause != nil {
 		r.cfg.Logger.Debug("transfer ended", "transfer", l.grant.TransferID, "epoch", l.grant.Epoch, "err", cause)
 	}
+	return true
+}
+
+// lose ends a transfer that stopped short of a commit frame: its stream
+// broke, or its lease expired. An in-place sender may have sealed it first,
+// which commits it one-sided (see Fence): the lease then becomes ready for
+// its owner instead, and lose reports false, as when check declines.
+func (r *Receiver) lose(l *lease, cause error, check func() bool) bool {
+	if l.key != 0 && r.commitSealed(l, check) {
+		return false
+	}
+	return r.end(l, stateFreed, cause, check)
+}
+
+// commitSealed makes a lease whose sender sealed it ready, and reports
+// whether it did. A lease the sender had not sealed can no longer be
+// sealed afterwards.
+func (r *Receiver) commitSealed(l *lease, check func() bool) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if (l.state != stateReserved && l.state != stateStreaming) || (check != nil && !check()) {
+		return false
+	}
+	if !r.cfg.Fence.Decide(l.blocks[0], l.key) {
+		return false
+	}
+	if stuck := r.cfg.Fence.Disarm(l.blocks, l.key); len(stuck) > 0 {
+		// The sender seals after its last write, so no writer holding
+		// this key can still be inside a block; were one there, the
+		// reaper's next pass finds the lease ready and frees it through
+		// the quarantine.
+		r.cfg.Logger.Error("sealed KV transfer still has a writer inside a block", "transfer", l.grant.TransferID, "blocks", len(stuck))
+	}
+	l.state = stateReady
+	l.expiry = r.cfg.Clock.Now().Add(r.cfg.LeaseTTL)
+	l.settleLocked()
+	r.cfg.Logger.Debug("transfer committed by its sender's seal", "transfer", l.grant.TransferID, "epoch", l.grant.Epoch)
 	return true
 }
 
@@ -467,7 +508,7 @@ func (r *Receiver) sweep(now time.Time) time.Time {
 		}
 		if !exp.After(now) {
 			cause := fmt.Errorf("%w: transfer %q at %s", ErrLeaseExpired, l.grant.TransferID, exp.UTC().Format(time.RFC3339Nano))
-			if r.end(l, stateFreed, cause, func() bool { return !l.expiry.After(now) }) {
+			if r.lose(l, cause, func() bool { return !l.expiry.After(now) }) {
 				continue
 			}
 			l.mu.Lock()

@@ -45,10 +45,12 @@ const maxIdle = 4
 // cancelled that a Conn remembers.
 const maxPendingKeys = 4096
 
-// fenceKey is a reservation's fence key, for the epoch it was granted.
+// fenceKey is a reservation's fence key, for the epoch it was granted, and
+// the lease's first block, where its seal word is.
 type fenceKey struct {
 	epoch uint64
 	key   uint64
+	lead  int32
 }
 
 // pipe is one push connection and, once a staged push needed it, its
@@ -225,7 +227,7 @@ func (c *Conn) Reserve(ctx context.Context, g transport.Grant, n int) (transport
 		return transport.Lease{}, err
 	}
 	l := wire.Lease(g, resp.GetReserve())
-	if c.rem != nil && l.FenceKey != 0 {
+	if c.rem != nil && l.FenceKey != 0 && len(l.Blocks) == n && l.Blocks[0] >= 0 && int(l.Blocks[0]) < len(c.rem.seals) {
 		c.keysMu.Lock()
 		if len(c.keys) >= maxPendingKeys {
 			for id := range c.keys { // forget one: that transfer will stage
@@ -233,25 +235,26 @@ func (c *Conn) Reserve(ctx context.Context, g transport.Grant, n int) (transport
 				break
 			}
 		}
-		c.keys[g.TransferID] = fenceKey{epoch: g.Epoch, key: l.FenceKey}
+		c.keys[g.TransferID] = fenceKey{epoch: g.Epoch, key: l.FenceKey, lead: l.Blocks[0]}
 		c.keysMu.Unlock()
 	}
 	return l, nil
 }
 
-// takeKey returns (and forgets) the fence key reserved for g, or 0.
-func (c *Conn) takeKey(g transport.Grant) uint64 {
+// takeKey returns (and forgets) the fence key reserved for g; the key is 0
+// when there is none.
+func (c *Conn) takeKey(g transport.Grant) fenceKey {
 	c.keysMu.Lock()
 	defer c.keysMu.Unlock()
 	k, ok := c.keys[g.TransferID]
 	if !ok {
-		return 0
+		return fenceKey{}
 	}
 	delete(c.keys, g.TransferID)
 	if k.epoch != g.Epoch {
-		return 0
+		return fenceKey{}
 	}
-	return k.key
+	return k
 }
 
 // Cancel ends the transfer at the receiver.

@@ -26,8 +26,20 @@ import (
 // it can never pull a block out from under a copy in progress, and a writer
 // whose lease ended finds a word that no longer holds its key and writes
 // nothing.
+//
+// The fence file holds a second array of as many words: the seal words. A
+// lease's seal word is the one at its first block, and it is never written:
+//
+//	0                              unarmed: no seal can succeed
+//	key<<32                        armed: the sender may seal
+//	key<<32 | sealedBit            sealed: the sender committed the lease
+//
+// The sender seals with compare-and-swap from armed after its last write;
+// the receiver settles with compare-and-swap to 0 (Decide), so the one of
+// them that moves the word first decides whether the lease committed.
 const (
 	writingBit = 1
+	sealedBit  = 2
 	maxWriters = 1<<31 - 1
 )
 
@@ -52,7 +64,8 @@ func words(mem []byte) []atomic.Uint64 {
 type Fence struct {
 	fd    int
 	mem   []byte
-	words []atomic.Uint64
+	words []atomic.Uint64 // per block
+	seals []atomic.Uint64 // per block; a lease's is at its first block
 
 	mu      sync.Mutex
 	writers map[uint32]*writerProc // by writer id
@@ -76,20 +89,44 @@ func NewFence(blocks int) (*Fence, error) {
 	if blocks <= 0 {
 		return nil, fmt.Errorf("%w: shm: fence of %d blocks", transport.ErrInvalid, blocks)
 	}
-	fd, mem, err := createSealed("tandem-kv-fence", blocks*8)
+	fd, mem, err := createSealed("tandem-kv-fence", fenceFileBytes(blocks))
 	if err != nil {
 		return nil, err
 	}
-	return &Fence{fd: fd, mem: mem, words: words(mem), writers: make(map[uint32]*writerProc), byPID: make(map[int]uint32)}, nil
+	all := words(mem)
+	return &Fence{fd: fd, mem: mem, words: all[:blocks], seals: all[blocks:], writers: make(map[uint32]*writerProc), byPID: make(map[int]uint32)}, nil
 }
+
+// fenceFileBytes is the size of a fence file for blocks blocks: a fence
+// word and a seal word each.
+func fenceFileBytes(blocks int) int { return 2 * blocks * 8 }
 
 // Blocks is the number of blocks the fence guards.
 func (f *Fence) Blocks() int { return len(f.words) }
 
-// Arm opens blocks to writers holding key.
+// Arm opens blocks to writers holding key, and the lease's seal word to its
+// sender.
 func (f *Fence) Arm(blocks []int32, key uint64) {
 	for _, b := range blocks {
 		f.words[b].Store(key << 32)
+	}
+	if len(blocks) > 0 {
+		f.seals[blocks[0]].Store(key << 32)
+	}
+}
+
+// Decide closes the seal word at lead for key and reports whether the
+// sender had sealed it.
+func (f *Fence) Decide(lead int32, key uint64) (sealed bool) {
+	w := &f.seals[lead]
+	for {
+		v := w.Load()
+		if v>>32 != key {
+			return false // never armed with key, or already settled
+		}
+		if w.CompareAndSwap(v, 0) {
+			return v&sealedBit != 0
+		}
 	}
 }
 
@@ -208,7 +245,7 @@ func (f *Fence) Close() error {
 		f.forgetLocked(id, p)
 	}
 	unix.Munmap(f.mem)
-	f.mem, f.words = nil, nil
+	f.mem, f.words, f.seals = nil, nil, nil
 	return unix.Close(f.fd)
 }
 
@@ -216,6 +253,15 @@ func (f *Fence) Close() error {
 func acquire(w []atomic.Uint64, b int32, key uint64, writer uint32) error {
 	if !w[b].CompareAndSwap(key<<32, key<<32|uint64(writer)<<1|writingBit) {
 		return fmt.Errorf("%w: shm: block %d is no longer leased to this transfer", transport.ErrStaleEpoch, b)
+	}
+	return nil
+}
+
+// seal commits the lease whose seal word is at lead, one-sided. It fails
+// when the receiver settled the word first: the lease ended.
+func seal(seals []atomic.Uint64, lead int32, key uint64) error {
+	if !seals[lead].CompareAndSwap(key<<32, key<<32|sealedBit) {
+		return fmt.Errorf("%w: shm: the lease ended before its commit", transport.ErrStaleEpoch)
 	}
 	return nil
 }

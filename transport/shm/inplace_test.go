@@ -3,10 +3,13 @@ package shm
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tandemserve/tandem/transport"
 	"github.com/tandemserve/tandem/transport/transporttest"
@@ -235,6 +238,100 @@ func TestMapRemoteRejects(t *testing.T) {
 					r.drop()
 				}
 				t.Fatalf("mapRemote = %v, want ErrProtocol", err)
+			}
+		})
+	}
+}
+
+// A sender that dies between its seal and its commit frame has committed:
+// the receiver finds the seal when the stream ends and hands the blocks,
+// with every byte written, to its owner.
+func TestSHM_SealedTransferSurvivesItsSender(t *testing.T) {
+	n := newNodeWith(t, testConfig(t), true)
+	c := n.dial(t)
+	ctx := context.Background()
+	g := transporttest.Grant(t, "sealed", 1, "decode-1", n.clock.Now())
+	lease, err := c.Reserve(ctx, g, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, err := c.OpenStream(ctx, g, lease.Blocks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := ts.(*stream)
+	if !s.InPlace() {
+		t.Fatal("stream to a receiver with a fence does not write in place")
+	}
+	src := source(t)
+	spec := transporttest.Spec()
+	bb := spec.BlockBytes()
+	pairs := make([]transport.BlockPair, len(lease.Blocks))
+	for layer := range spec.Layers {
+		region, _ := src.Region(layer)
+		var segs [][]byte
+		for i, dst := range lease.Blocks {
+			pairs[i] = transport.BlockPair{Src: int32(i), Dst: dst}
+			segs = append(segs, region[i*bb:(i+1)*bb])
+		}
+		if err := s.SendChunk(ctx, layer, 0, segs, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.SendLayerEnd(ctx, layer); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := seal(s.rem.seals, s.lead, s.key); err != nil {
+		t.Fatal(err)
+	}
+	s.Close(errors.New("sender died before its commit frame")) // hangs up, frame unsent
+
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	blocks, err := n.recv.Ready(ctx, "sealed")
+	if err != nil {
+		t.Fatalf("sealed transfer whose stream broke: Ready = %v", err)
+	}
+	if err := transporttest.SameBlocks(src, n.mem, pairs); err != nil {
+		t.Error(err)
+	}
+	n.alloc.Claim(blocks)
+}
+
+// A pipe goes back into service only if its receiver neither wrote to it
+// nor hung up since its last push: after a sealed commit nothing is read,
+// so this is how a failure the receiver reported late is noticed.
+func TestPipeIdle(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		peer func(peer *net.UnixConn)
+		want bool
+	}{
+		{"quiet", func(*net.UnixConn) {}, true},
+		{"peer wrote", func(p *net.UnixConn) { p.Write([]byte{1}) }, false},
+		{"peer hung up", func(p *net.UnixConn) { p.Close() }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns := make([]*net.UnixConn, 2)
+			for i, fd := range fds {
+				f := os.NewFile(uintptr(fd), "pipe")
+				c, err := net.FileConn(f)
+				f.Close()
+				if err != nil {
+					t.Fatal(err)
+				}
+				conns[i] = c.(*net.UnixConn)
+				defer conns[i].Close()
+			}
+			p := &pipe{uc: conns[0], r: newReader(conns[0], 0)}
+			tc.peer(conns[1])
+			time.Sleep(10 * time.Millisecond) // let a write or hang-up land
+			if got := p.idle(); got != tc.want {
+				t.Fatalf("idle = %v, want %v", got, tc.want)
 			}
 		})
 	}

@@ -77,7 +77,8 @@ type remote struct {
 	kv      []byte
 	regions [][]byte // per layer, within kv
 	fenceM  []byte
-	fence   []atomic.Uint64
+	fence   []atomic.Uint64 // per block
+	seals   []atomic.Uint64 // per block; a lease's is at its first block
 	writer  uint32
 	// refs counts the Conn and its open in-place streams: the files are
 	// unmapped when the last of them lets go, never under a copy.
@@ -126,12 +127,13 @@ func mapRemote(spec kernels.KVSpec, m regionsMsg, kvFD, fenceFD int) (*remote, e
 	if err != nil {
 		return nil, err
 	}
-	fm, err := mapSealed(fenceFD, spec.Blocks*8, unix.PROT_READ|unix.PROT_WRITE)
+	fm, err := mapSealed(fenceFD, fenceFileBytes(spec.Blocks), unix.PROT_READ|unix.PROT_WRITE)
 	if err != nil {
 		unix.Munmap(kv)
 		return nil, err
 	}
-	r := &remote{kv: kv, fenceM: fm, fence: words(fm), writer: m.writer, regions: make([][]byte, spec.Layers)}
+	all := words(fm)
+	r := &remote{kv: kv, fenceM: fm, fence: all[:spec.Blocks], seals: all[spec.Blocks:], writer: m.writer, regions: make([][]byte, spec.Layers)}
 	for l, off := range m.offsets {
 		r.regions[l] = kv[off : off+region : off+region]
 	}

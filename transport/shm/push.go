@@ -76,7 +76,10 @@ func (h *conn) open(req *transportv1.ShmRequest, open func(transport.Grant, []in
 }
 
 // pump applies frames until the commit; every chunk's slot goes back to
-// the sender once its bytes are in the KV region.
+// the sender once its bytes are in the KV region. An in-place stream (seg
+// nil) is answered only with a failure: its sender committed by sealing the
+// lease and reads nothing, so the connection is ready for its next push as
+// soon as the commit frame is read.
 func (h *conn) pump(in *transport.Inbound, seg *segment, req *transportv1.ShmRequest) error {
 	ack := new(transportv1.ShmResponse)
 	for {
@@ -124,6 +127,12 @@ func (h *conn) pump(in *transport.Inbound, seg *segment, req *transportv1.ShmReq
 			a = &transportv1.Ack{Kind: &transportv1.Ack_Committed{Committed: &transportv1.Committed{Blocks: blocks}}}
 		default:
 			return fmt.Errorf("%w: shm: unexpected frame %T", transport.ErrProtocol, k)
+		}
+		if seg == nil {
+			if a.GetCommitted() != nil {
+				return nil
+			}
+			continue
 		}
 		ack.Kind = &transportv1.ShmResponse_Ack{Ack: a}
 		if err := h.ack(ack); err != nil {

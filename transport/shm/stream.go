@@ -2,6 +2,7 @@ package shm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -17,8 +18,8 @@ import (
 // whose reservation came with a fence key, to a receiver whose KV file is
 // mapped, writes its blocks in place; any other stages its chunks.
 func (c *Conn) OpenStream(ctx context.Context, g transport.Grant, dst []int32) (transport.Stream, error) {
-	key := c.takeKey(g)
-	inPlace := key != 0 && c.rem != nil && c.rem.retain()
+	fk := c.takeKey(g)
+	inPlace := fk.key != 0 && c.rem != nil && c.rem.retain()
 	p, err := c.takePipe(ctx, !inPlace)
 	if err != nil {
 		if inPlace {
@@ -30,7 +31,7 @@ func (c *Conn) OpenStream(ctx context.Context, g transport.Grant, dst []int32) (
 	start := &transportv1.StartPush{InPlace: inPlace}
 	var fds []int
 	if inPlace {
-		s.rem, s.key, s.dst, s.bb = c.rem, key, dst, c.peer.Spec.BlockBytes()
+		s.rem, s.key, s.lead, s.dst, s.bb = c.rem, fk.key, fk.lead, dst, c.peer.Spec.BlockBytes()
 	} else {
 		s.free = make(chan int, p.seg.slots)
 		for i := range p.seg.slots {
@@ -84,6 +85,11 @@ func (c *Conn) takePipe(ctx context.Context, staged bool) (*pipe, error) {
 		c.idle = c.idle[:n-1]
 	}
 	c.idleMu.Unlock()
+	if p != nil && !p.idle() {
+		c.cfg.Logger.Debug("shm: dropping a pipe the receiver wrote to or hung up after its last push")
+		p.close()
+		p = nil
+	}
 	if p == nil {
 		uc, r, _, err := c.connect(ctx)
 		if err != nil {
@@ -100,6 +106,24 @@ func (c *Conn) takePipe(ctx context.Context, staged bool) (*pipe, error) {
 		p.seg = seg
 	}
 	return p, nil
+}
+
+// idle reports whether a pipe kept for reuse is still clean: nothing
+// unread (a receiver that failed a sealed transfer after its commit frame
+// writes why and hangs up) and not closed by the receiver.
+func (p *pipe) idle() bool {
+	rc, err := p.uc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	clean := false
+	var buf [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, err := unix.Recvfrom(int(fd), buf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		clean = n < 0 && errors.Is(err, unix.EAGAIN)
+		return true // never wait: the answer is now or never
+	})
+	return err == nil && clean && !p.r.buffered()
 }
 
 // putPipe keeps a cleanly committed pipe for the next transfer.
@@ -133,10 +157,14 @@ type stream struct {
 
 	// In place: the receiver's mapped memory, the lease's fence key, and
 	// the destination blocks in payload order.
-	rem *remote
-	key uint64
-	dst []int32
-	bb  int
+	rem  *remote
+	key  uint64
+	lead int32 // the lease's first block: its seal word
+	dst  []int32
+	bb   int
+	// sealed: SealCommit committed the transfer; its frame reached the
+	// socket unless unsent.
+	sealed, unsent bool
 
 	free      chan int // staged: free slots of the segment
 	acks      chan transport.Ack
@@ -435,6 +463,35 @@ func (s *stream) SendLayerEnd(ctx context.Context, layer int) error {
 	return s.send(ctx, f, s.rem == nil || time.Since(s.flushed) >= layerFlushEvery)
 }
 
+// SealCommit commits an in-place transfer one-sided (see transport.Fence).
+func (s *stream) SealCommit(ctx context.Context) ([]int32, error) {
+	if s.rem == nil {
+		return nil, fmt.Errorf("%w: shm: sealing a staged transfer", transport.ErrInvalid)
+	}
+	if err := s.alive(ctx); err != nil {
+		return nil, err
+	}
+	commit := &transportv1.Frame{Kind: &transportv1.Frame_Commit{Commit: &transportv1.Commit{}}}
+	if err := seal(s.rem.seals, s.lead, s.key); err != nil {
+		// The receiver ended the lease first; the frame draws its reason.
+		if serr := s.send(ctx, commit, true); serr != nil {
+			return nil, serr
+		}
+		if reason := s.reason(ctx); reason != nil {
+			return nil, reason
+		}
+		return nil, err
+	}
+	s.sealed = true
+	// Committed. The frame lets the receiver know now; were it lost, the
+	// receiver still finds the seal when this stream ends.
+	if err := s.send(ctx, commit, true); err != nil {
+		s.unsent = true
+		s.conn.cfg.Logger.Debug("shm: commit frame of a sealed transfer not sent; the receiver finds the seal when the stream ends", "err", err)
+	}
+	return append([]int32(nil), s.dst...), nil
+}
+
 func (s *stream) SendCommit(ctx context.Context) error {
 	return s.send(ctx, &transportv1.Frame{Kind: &transportv1.Frame_Commit{Commit: &transportv1.Commit{}}}, true)
 }
@@ -462,6 +519,7 @@ func (s *stream) Close(cause error) error {
 		case <-s.ended:
 			clean = cause == nil && s.committed && len(s.free) == cap(s.free)
 		default:
+			clean = cause == nil && s.sealed && !s.unsent
 		}
 		if s.rem != nil {
 			s.rem.drop()
