@@ -234,6 +234,7 @@ func TestFence_SealDecidesTheCommit(t *testing.T) {
 		expire
 		cancel
 		commit
+		abandon
 	)
 	for _, tc := range []struct {
 		name       string
@@ -250,6 +251,9 @@ func TestFence_SealDecidesTheCommit(t *testing.T) {
 		{name: "the lease expires before the seal", steps: []step{open, expire}, wantErr: transport.ErrLeaseExpired},
 		{name: "the owner cancels after the seal", steps: []step{open, seal, cancel}, wantErr: transport.ErrCancelled},
 		{name: "an in-place commit without a seal", steps: []step{open, commit}, wantErr: transport.ErrProtocol, commitFail: transport.ErrProtocol},
+		{name: "sealed before the open arrived, then the sender's connection closes", steps: []step{seal, abandon}, wantReady: true},
+		{name: "the sender's connection closes before the open", steps: []step{abandon}, wantErr: transport.ErrPeerLost},
+		{name: "an opened stream outlives its sender's control connection", steps: []step{open, abandon, seal, commit}, wantReady: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fence := newRecordingFence()
@@ -294,6 +298,8 @@ func TestFence_SealDecidesTheCommit(t *testing.T) {
 					}
 				case cancel:
 					r.Cancel("t", "owner went away")
+				case abandon:
+					r.Abandon("t", g.Epoch, transport.ErrPeerLost)
 				case commit:
 					if _, err := in.Commit(seq); !errors.Is(err, tc.commitFail) || (err == nil) != (tc.commitFail == nil) {
 						t.Fatalf("commit = %v, want %v", err, tc.commitFail)

@@ -390,6 +390,19 @@ func (r *Receiver) end(l *lease, to leaseState, cause error, check func() bool) 
 	return true
 }
 
+// Abandon ends a transfer at epoch whose stream never opened, its sender
+// being gone: freed, unless the sender sealed it first (then it is ready).
+// A transfer already streaming or ready is left to its stream and its owner.
+func (r *Receiver) Abandon(transferID string, epoch uint64, cause error) {
+	r.mu.Lock()
+	l := r.leases[transferID]
+	r.mu.Unlock()
+	if l == nil || l.grant.Epoch != epoch {
+		return
+	}
+	r.lose(l, cause, func() bool { return l.state == stateReserved })
+}
+
 // lose ends a transfer that stopped short of a commit frame: its stream
 // broke, or its lease expired. An in-place sender may have sealed it first,
 // which commits it one-sided (see Fence): the lease then becomes ready for

@@ -15,11 +15,16 @@ import (
 )
 
 // childEnv makes the test binary act as a sender process on the socket
-// path it names.
-const childEnv = "TANDEM_SHM_TEST_SENDER"
+// path it names; childOpenedEnv, set, makes it push a layer once its
+// stream's first write goes out at once (an in-place stream holds its Open
+// back until then). Unset, the child opens its stream and writes nothing.
+const (
+	childEnv       = "TANDEM_SHM_TEST_SENDER"
+	childOpenedEnv = "TANDEM_SHM_TEST_SENDER_OPENED"
+)
 
-// runChildSender reserves, pushes layer 0 of a transfer, reports "sent" and
-// then waits to be killed mid-transfer.
+// runChildSender reserves, opens a transfer's stream (and pushes its layer
+// 0 when asked), reports "sent" and then waits to be killed mid-transfer.
 func runChildSender(path string) int {
 	ctx := context.Background()
 	cfg := DefaultConfig()
@@ -55,9 +60,12 @@ func runChildSender(path string) int {
 		fmt.Println("error:", err)
 		return 1
 	}
-	if err := out.SendLayer(ctx, 0); err != nil {
-		fmt.Println("error:", err)
-		return 1
+	if os.Getenv(childOpenedEnv) != "" {
+		outlastHoldBack()
+		if err := out.SendLayer(ctx, 0); err != nil {
+			fmt.Println("error:", err)
+			return 1
+		}
 	}
 	fmt.Println("sent")
 	time.Sleep(time.Minute) // killed before this ends
@@ -65,18 +73,30 @@ func runChildSender(path string) int {
 }
 
 // A sender process killed with SIGKILL mid-transfer: the kernel closes its
-// socket, and the receiver must free the transfer's blocks at once, with
-// no lease expiry needed (the fake clock never moves).
+// sockets, and the receiver must free the transfer's blocks at once, with
+// no lease expiry needed (the fake clock never moves). An in-place sender
+// killed before its stream's first write has only its control connection
+// to lose.
 func TestSHM_SenderProcessKilled(t *testing.T) {
-	for _, inPlace := range []bool{false, true} {
-		t.Run(fmt.Sprintf("in place %v", inPlace), func(t *testing.T) { testSenderProcessKilled(t, inPlace) })
+	for _, tc := range []struct {
+		name            string
+		inPlace, opened bool
+	}{
+		{"staged", false, true},
+		{"in place, stream opened", true, true},
+		{"in place, before the stream's first write", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testSenderProcessKilled(t, tc.inPlace, tc.opened) })
 	}
 }
 
-func testSenderProcessKilled(t *testing.T, inPlace bool) {
+func testSenderProcessKilled(t *testing.T, inPlace, opened bool) {
 	n := newNodeWith(t, testConfig(t), inPlace)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+n.path)
+	if opened {
+		cmd.Env = append(cmd.Env, childOpenedEnv+"=1")
+	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -102,7 +122,11 @@ func testSenderProcessKilled(t *testing.T, inPlace bool) {
 		cmd.Wait()
 		t.Fatal("child sender did not start")
 	}
-	n.waitStarted(t, "child")
+	if opened {
+		n.waitStarted(t, "child")
+	} else if st, ok := n.recv.Stat("child"); !ok || st.State != "reserved" {
+		t.Fatalf("transfer %+v (live %v) before the sender's first write, want reserved", st, ok)
+	}
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}

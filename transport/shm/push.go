@@ -72,6 +72,7 @@ func (h *conn) open(req *transportv1.ShmRequest, open func(transport.Grant, []in
 	if err != nil {
 		return nil, err
 	}
+	h.s.opened(g.TransferID)
 	return open(g, first.GetOpen().GetDstBlocks(), 1)
 }
 

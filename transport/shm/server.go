@@ -51,7 +51,24 @@ type Server struct {
 	conns  map[*net.UnixConn]struct{}
 	closed bool
 	wg     sync.WaitGroup
+	// unopened ties each reservation to the connection that made it until
+	// a stream opens the transfer. An in-place sender holds its Open back
+	// while it copies, so a sender that dies before its first write has
+	// only this connection to show for it: when the connection ends, its
+	// unopened reservations are abandoned at once rather than at expiry.
+	unopened map[string]reservation
 }
+
+// reservation is a transfer reserved through conn h and not yet opened.
+type reservation struct {
+	h     *conn
+	epoch uint64
+}
+
+// maxUnopened bounds the reservations a server tracks; beyond it, entries
+// whose transfer has moved on (opened elsewhere, cancelled, expired) are
+// dropped.
+const maxUnopened = 1 << 16
 
 // NewServer builds a server for recv.
 func NewServer(cfg Config, recv *transport.Receiver) (*Server, error) {
@@ -62,7 +79,7 @@ func NewServer(cfg Config, recv *transport.Receiver) (*Server, error) {
 		return nil, fmt.Errorf("%w: shm: fence of %d blocks guards a receiver of %d", transport.ErrInvalid, f.Blocks(), recv.Descriptor().Spec.Blocks)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{cfg: cfg, recv: recv, ctx: ctx, cancel: cancel, conns: make(map[*net.UnixConn]struct{})}, nil
+	return &Server{cfg: cfg, recv: recv, ctx: ctx, cancel: cancel, conns: make(map[*net.UnixConn]struct{}), unopened: make(map[string]reservation)}, nil
 }
 
 // Serve accepts connections until Close, then returns nil.
@@ -148,9 +165,49 @@ func (s *Server) handle(c *net.UnixConn) {
 		h.fail(err)
 		return
 	}
-	if err := h.serve(); err != nil && !errors.Is(err, io.EOF) {
+	err := h.serve()
+	if err != nil && !errors.Is(err, io.EOF) {
 		s.cfg.Logger.Debug("shm connection ended", "err", err)
 		h.fail(err)
+	}
+	s.abandon(h)
+}
+
+// reserved notes a reservation made through h.
+func (s *Server) reserved(h *conn, g transport.Grant) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.unopened) >= maxUnopened {
+		for id, r := range s.unopened {
+			if st, ok := s.recv.Stat(id); !ok || st.State != "reserved" || r.h == nil {
+				delete(s.unopened, id)
+			}
+		}
+	}
+	s.unopened[g.TransferID] = reservation{h: h, epoch: g.Epoch}
+}
+
+// opened forgets a reservation whose stream opened (or was cancelled).
+func (s *Server) opened(transferID string) {
+	s.mu.Lock()
+	delete(s.unopened, transferID)
+	s.mu.Unlock()
+}
+
+// abandon ends the reservations h made that no stream opened.
+func (s *Server) abandon(h *conn) {
+	var gone []string
+	var epochs []uint64
+	s.mu.Lock()
+	for id, r := range s.unopened {
+		if r.h == h {
+			gone, epochs = append(gone, id), append(epochs, r.epoch)
+			delete(s.unopened, id)
+		}
+	}
+	s.mu.Unlock()
+	for i, id := range gone {
+		s.recv.Abandon(id, epochs[i], fmt.Errorf("%w: shm: the sender's connection closed before its stream opened", transport.ErrPeerLost))
 	}
 }
 
@@ -275,12 +332,14 @@ func (h *conn) reserve(m *transportv1.ReserveRequest) *transportv1.ShmResponse {
 	if err != nil {
 		return failure(err)
 	}
+	h.s.reserved(h, g)
 	return &transportv1.ShmResponse{Kind: &transportv1.ShmResponse_Reserve{Reserve: &transportv1.ReserveResponse{Blocks: l.Blocks, LeaseExpiryUnixNano: l.Expiry.UnixNano(), FenceKey: l.FenceKey}}}
 }
 
 func (h *conn) cancel(m *transportv1.CancelRequest) *transportv1.ShmResponse {
 	g, err := wire.FromGrant(m.GetGrant())
 	if err == nil {
+		h.s.opened(g.TransferID)
 		err = h.s.recv.CancelGrant(g, m.GetReason())
 	}
 	if err != nil {

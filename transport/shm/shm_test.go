@@ -280,6 +280,7 @@ func TestSHM_Failures(t *testing.T) {
 		want error
 	}{
 		{"receiver killed mid-transfer", func(t *testing.T, n *node, _ *Conn, out *transport.Outbound) error {
+			outlastHoldBack()
 			if err := out.SendLayer(context.Background(), 0); err != nil {
 				return err
 			}
@@ -290,18 +291,18 @@ func TestSHM_Failures(t *testing.T) {
 		{"late chunk after lease expiry", func(t *testing.T, n *node, _ *Conn, out *transport.Outbound) error {
 			// Every frame renews the lease, so the clock moves only once
 			// the receiver has seen all that was sent: staged, the whole
-			// first layer; in place, the open (the first layer end may
-			// still be held back by the sender).
-			from := 0
+			// first layer; in place, the open and the first layer end
+			// (written once the sender's hold-back has passed).
+			outlastHoldBack()
+			if err := out.SendLayer(context.Background(), 0); err != nil {
+				return err
+			}
 			if n.fence == nil {
-				if err := out.SendLayer(context.Background(), 0); err != nil {
-					return err
-				}
 				n.waitBytes(t, "f", uint64(6*transporttest.Spec().BlockBytes()))
-				from = 1
 			} else {
 				n.waitStarted(t, "f")
 			}
+			from := 1
 			n.clock.Advance(ttl + time.Millisecond)
 			if !n.waitFreed() {
 				t.Fatal("expired lease not freed")
@@ -471,6 +472,10 @@ func TestSHM_PeerAuthentication(t *testing.T) {
 // later clock advance cannot race their lease renewals.
 // waitStarted waits until the receiver has seen the transfer's stream
 // open (in place, payload bytes are counted only at layer ends).
+// outlastHoldBack waits long enough that an in-place stream writes its
+// next layer end (with the Open it holds back) at once.
+func outlastHoldBack() { time.Sleep(2 * layerFlushEvery) }
+
 func (n *node) waitStarted(t *testing.T, id string) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)

@@ -42,18 +42,26 @@ func (c *Conn) OpenStream(ctx context.Context, g transport.Grant, dst []int32) (
 			fds = []int{p.seg.fd}
 		}
 	}
-	// The start and the Open leave together, now: from then on the
-	// receiver ties the transfer to this connection and frees its blocks
-	// at once if the connection dies (this process with it).
+	// The start and the Open leave together. From then on the receiver
+	// ties the transfer to this connection and frees its blocks at once
+	// if the connection dies (this process with it). A staged push sends
+	// them now; one in place holds them back for its first write (a layer
+	// end after layerFlushEvery, or the commit), since the receiver armed
+	// the fence at Reserve and has nothing to do before then: a fast
+	// transfer costs the receiver one wake-up and the sender one write.
+	// Until then the reservation is tied to the control connection, which
+	// dies with this process too.
 	s.out, err = appendMsg(s.out, &transportv1.ShmRequest{Kind: &transportv1.ShmRequest_StartPush{StartPush: start}})
 	if err == nil {
 		s.seq = 1
 		open := &transportv1.Frame{Seq: 1, Kind: &transportv1.Frame_Open{Open: &transportv1.Open{Grant: wire.Grant(g), DstBlocks: dst}}}
 		s.out, err = appendMsg(s.out, &transportv1.ShmRequest{Kind: &transportv1.ShmRequest_Frame{Frame: open}})
 	}
-	if err == nil {
+	if err == nil && inPlace {
+		s.flushed = time.Now()
+	} else if err == nil {
 		err = s.flush(ctx, fds...)
-		if err == nil && !inPlace && !p.segShared {
+		if err == nil && !p.segShared {
 			// The receiver holds its own descriptor now; the mapping keeps ours.
 			unix.Close(p.seg.fd)
 			p.seg.fd = -1
