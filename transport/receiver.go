@@ -373,9 +373,8 @@ func (r *Receiver) end(l *lease, to leaseState, cause error, check func() bool) 
 	}
 	l.mu.Unlock()
 
-	if to == stateFreed && from != stateAllocating {
-		r.release(blocks, l.key)
-	}
+	// Forget the lease before its blocks go back, so that anyone who sees
+	// them free also sees the transfer gone.
 	r.mu.Lock()
 	if r.leases[l.grant.TransferID] == l {
 		delete(r.leases, l.grant.TransferID)
@@ -384,6 +383,9 @@ func (r *Receiver) end(l *lease, to leaseState, cause error, check func() bool) 
 		r.tombs[l.grant.TransferID] = tombstone{epoch: l.grant.Epoch, cause: cause, until: r.cfg.Clock.Now().Add(r.cfg.TombstoneTTL)}
 	}
 	r.mu.Unlock()
+	if to == stateFreed && from != stateAllocating {
+		r.release(blocks, l.key)
+	}
 	if cause != nil {
 		r.cfg.Logger.Debug("transfer ended", "transfer", l.grant.TransferID, "epoch", l.grant.Epoch, "err", cause)
 	}

@@ -336,3 +336,31 @@ func TestPipeIdle(t *testing.T) {
 		})
 	}
 }
+
+// A sender that closes its Conn while one of its in-place pushes still holds
+// its Open back keeps that reservation: the server abandons the unopened
+// reservations of a closed connection only once the sender process exited.
+func TestSHM_ConnClosedBeforeTheOpen(t *testing.T) {
+	n := newNodeWith(t, testConfig(t), true)
+	c := n.dial(t)
+	src := source(t)
+	var rel releases
+	out, pairs := push(t, n, c, src, "live", 4, 1<<20, &rel)
+	if st, ok := n.recv.Stat("live"); !ok || st.State != "reserved" {
+		t.Fatalf("transfer %+v (live %v) before the first write, want reserved", st, ok)
+	}
+	c.Close()
+	time.Sleep(senderExitWait + 500*time.Millisecond) // past the server's wait for an exit
+	if err := sendRest(out, 0); err != nil {
+		t.Fatalf("push after its Conn closed: %v", err)
+	}
+	rel.check(t, nil)
+	blocks, err := n.recv.Ready(context.Background(), "live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := transporttest.SameBlocks(src, n.mem, pairs); err != nil {
+		t.Error(err)
+	}
+	n.alloc.Claim(blocks)
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -54,8 +55,9 @@ type Server struct {
 	// unopened ties each reservation to the connection that made it until
 	// a stream opens the transfer. An in-place sender holds its Open back
 	// while it copies, so a sender that dies before its first write has
-	// only this connection to show for it: when the connection ends, its
-	// unopened reservations are abandoned at once rather than at expiry.
+	// only this connection to show for it: when the connection ends and
+	// its process has exited, its unopened reservations are abandoned at
+	// once rather than at expiry.
 	unopened map[string]reservation
 }
 
@@ -150,11 +152,14 @@ type conn struct {
 	out  []byte   // acknowledgements waiting to share one write
 	seg  *segment // staging of the last push, kept for reuse
 	pid  int      // the peer process, from its socket credentials
+	// pidfd is the peer process, opened at its first reservation, so that
+	// its exit can be told from a recycled pid; -1 until then.
+	pidfd int
 }
 
 func (s *Server) handle(c *net.UnixConn) {
 	defer c.Close()
-	h := &conn{s: s, c: c, r: newReader(c, 1)}
+	h := &conn{s: s, c: c, r: newReader(c, 1), pidfd: -1}
 	defer h.r.close()
 	defer func() {
 		if h.seg != nil {
@@ -170,11 +175,16 @@ func (s *Server) handle(c *net.UnixConn) {
 		s.cfg.Logger.Debug("shm connection ended", "err", err)
 		h.fail(err)
 	}
-	s.abandon(h)
+	s.abandonIfGone(h)
 }
 
 // reserved notes a reservation made through h.
 func (s *Server) reserved(h *conn, g transport.Grant) {
+	if h.pidfd < 0 {
+		if fd, err := unix.PidfdOpen(h.pid, 0); err == nil {
+			h.pidfd = fd
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.unopened) >= maxUnopened {
@@ -194,8 +204,21 @@ func (s *Server) opened(transferID string) {
 	s.mu.Unlock()
 }
 
-// abandon ends the reservations h made that no stream opened.
-func (s *Server) abandon(h *conn) {
+// senderExitWait bounds how long a closed connection's server waits to see
+// its sender process exit: the kernel closes a dying process's sockets
+// before it reports the exit.
+const senderExitWait = 2 * time.Second
+
+// abandonIfGone ends the reservations h made that no stream opened, once
+// h's sender process has exited. A sender that merely closed this
+// connection (its Conn) keeps them: its streams open or cancel them on
+// their own, and otherwise they expire.
+func (s *Server) abandonIfGone(h *conn) {
+	defer func() {
+		if h.pidfd >= 0 {
+			unix.Close(h.pidfd)
+		}
+	}()
 	var gone []string
 	var epochs []uint64
 	s.mu.Lock()
@@ -206,9 +229,39 @@ func (s *Server) abandon(h *conn) {
 		}
 	}
 	s.mu.Unlock()
-	for i, id := range gone {
-		s.recv.Abandon(id, epochs[i], fmt.Errorf("%w: shm: the sender's connection closed before its stream opened", transport.ErrPeerLost))
+	if len(gone) == 0 || !processExits(s.ctx, h.pidfd, h.pid, senderExitWait) {
+		return
 	}
+	for i, id := range gone {
+		s.recv.Abandon(id, epochs[i], fmt.Errorf("%w: shm: the sender process exited before its stream opened", transport.ErrPeerLost))
+	}
+}
+
+// processExits reports whether the process behind pidfd (or pid, where the
+// kernel has no pidfds) exits within wait; it gives up when ctx ends.
+func processExits(ctx context.Context, pidfd, pid int, wait time.Duration) bool {
+	if pidfd < 0 && pid <= 0 {
+		return false // not visible from this pid namespace
+	}
+	const step = 20 * time.Millisecond
+	for deadline := time.Now().Add(wait); ctx.Err() == nil && time.Now().Before(deadline); {
+		if pidfd >= 0 {
+			fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+			n, err := unix.Poll(fds, int(step.Milliseconds()))
+			if err == nil && n == 1 {
+				return true // a pidfd polls readable once its process exits
+			}
+			if err != nil && !errors.Is(err, unix.EINTR) {
+				return false
+			}
+			continue
+		}
+		if errors.Is(unix.Kill(pid, 0), unix.ESRCH) {
+			return true
+		}
+		time.Sleep(step)
+	}
+	return false
 }
 
 func (h *conn) checkPeer() error {

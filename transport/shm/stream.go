@@ -49,8 +49,8 @@ func (c *Conn) OpenStream(ctx context.Context, g transport.Grant, dst []int32) (
 	// end after layerFlushEvery, or the commit), since the receiver armed
 	// the fence at Reserve and has nothing to do before then: a fast
 	// transfer costs the receiver one wake-up and the sender one write.
-	// Until then the reservation is tied to the control connection, which
-	// dies with this process too.
+	// Until then the receiver ties the reservation to the control
+	// connection and frees it when that closes because this process died.
 	s.out, err = appendMsg(s.out, &transportv1.ShmRequest{Kind: &transportv1.ShmRequest_StartPush{StartPush: start}})
 	if err == nil {
 		s.seq = 1
