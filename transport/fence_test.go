@@ -235,6 +235,7 @@ func TestFence_SealDecidesTheCommit(t *testing.T) {
 		cancel
 		commit
 		abandon
+		lateOpen // an Open read after the lease settled: refused, harmless
 	)
 	for _, tc := range []struct {
 		name       string
@@ -252,6 +253,7 @@ func TestFence_SealDecidesTheCommit(t *testing.T) {
 		{name: "the owner cancels after the seal", steps: []step{open, seal, cancel}, wantErr: transport.ErrCancelled},
 		{name: "an in-place commit without a seal", steps: []step{open, commit}, wantErr: transport.ErrProtocol, commitFail: transport.ErrProtocol},
 		{name: "sealed before the open arrived, then the sender's connection closes", steps: []step{seal, abandon}, wantReady: true},
+		{name: "sealed, expired, then the open arrives", steps: []step{seal, expire, lateOpen}, wantReady: true},
 		{name: "the sender's connection closes before the open", steps: []step{abandon}, wantErr: transport.ErrPeerLost},
 		{name: "an opened stream outlives its sender's control connection", steps: []step{open, abandon, seal, commit}, wantReady: true},
 	} {
@@ -298,6 +300,10 @@ func TestFence_SealDecidesTheCommit(t *testing.T) {
 					}
 				case cancel:
 					r.Cancel("t", "owner went away")
+				case lateOpen:
+					if _, err := r.OpenInPlace(g, l.Blocks, 1); err == nil {
+						t.Fatal("an Open after the lease settled was accepted")
+					}
 				case abandon:
 					r.Abandon("t", g.Epoch, transport.ErrPeerLost)
 				case commit:

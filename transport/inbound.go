@@ -67,9 +67,14 @@ func (r *Receiver) open(g Grant, dst []int32, firstSeq uint64, inPlace bool) (*I
 	case stateAllocating:
 		l.mu.Unlock()
 		return nil, fmt.Errorf("%w: transfer %q is still reserving", ErrProtocol, g.TransferID)
-	case stateStreaming, stateReady:
+	case stateStreaming:
 		l.mu.Unlock()
 		return fail(fmt.Errorf("%w: transfer %q opened twice", ErrProtocol, g.TransferID))
+	case stateReady:
+		// Committed already, by its sender's seal before this Open was
+		// read (see Fence), or opened before: the owner's blocks stay put.
+		l.mu.Unlock()
+		return nil, fmt.Errorf("%w: transfer %q already committed", ErrProtocol, g.TransferID)
 	default:
 		l.mu.Unlock()
 		return nil, r.endedError(l)
