@@ -2,6 +2,7 @@ package transport_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tandemserve/tandem/transport"
+	"github.com/tandemserve/tandem/transport/transporttest"
 )
 
 // Random interleavings of push, commit, claim, owner cancel, sender cancel,
@@ -103,6 +105,119 @@ func TestLease_ExactlyOnceUnderRandomInterleavings(t *testing.T) {
 			clockWG.Wait()
 			rg.recv.Close() // frees whatever is still reserved or ready
 			st := rg.alloc.Stats()
+			if len(st.Errors) > 0 {
+				t.Fatalf("double frees: %v", st.Errors)
+			}
+			if st.InUse != 0 || st.Frees != st.Allocs {
+				t.Fatalf("blocks leaked: %+v", st)
+			}
+		})
+	}
+}
+
+// The same for in-place transfers that commit by sealing their lease, with
+// the stream breaking, the sender's process going away before its Open,
+// owner cancels and expiry racing the seal: blocks come back exactly once,
+// a transfer whose seal failed never reaches its owner, and one whose seal
+// succeeded is never freed as a failure (only its owner's cancel or the
+// expiry of its unclaimed readiness can free it).
+func TestLease_SealExactlyOnceUnderRandomInterleavings(t *testing.T) {
+	for seed := range uint64(8) {
+		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
+			fence := newRecordingFence()
+			r, alloc, clock := newFencedReceiver(t, fence)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			stopClock := make(chan struct{})
+			var clockWG sync.WaitGroup
+			clockWG.Add(1)
+			go func() { // expiry races everything else
+				defer clockWG.Done()
+				for {
+					select {
+					case <-stopClock:
+						return
+					case <-time.After(100 * time.Microsecond):
+						clock.Advance(ttl / 5)
+					}
+				}
+			}()
+			const transfers = 24
+			var wg sync.WaitGroup
+			for i := range transfers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					rnd := rand.New(rand.NewPCG(seed, uint64(i)))
+					id := fmt.Sprint("s", i)
+					g := transporttest.Grant(t, id, 1, "decode-1", clock.Now())
+					lease, err := r.Reserve(ctx, g, 1+rnd.IntN(3))
+					if err != nil {
+						return // pool exhausted: nothing was allocated
+					}
+					opens := rnd.IntN(4) != 0
+					endsAfterSeal := rnd.IntN(3) // 0: Commit frame, 1: stream breaks, 2: sender process gone
+					ownerCancels := rnd.IntN(3) == 0
+					cancelAfter := time.Duration(rnd.IntN(300)) * time.Microsecond
+					var sealed bool
+					var inner sync.WaitGroup
+					inner.Add(2)
+					go func() { // sender
+						defer inner.Done()
+						var in *transport.Inbound
+						seq := uint64(2)
+						if opens {
+							if in, err = r.OpenInPlace(g, lease.Blocks, 1); err != nil {
+								return
+							}
+							for layer := range transporttest.Spec().Layers {
+								if in.LayerEnd(seq, layer) != nil {
+									return
+								}
+								seq++
+							}
+						}
+						sealed = fence.seal(lease.Blocks[0], lease.FenceKey)
+						switch {
+						case in != nil && endsAfterSeal == 0:
+							_, _ = in.Commit(seq)
+						case in != nil && endsAfterSeal == 1:
+							in.Abort(transport.ErrPeerLost)
+						default:
+							r.Abandon(id, g.Epoch, transport.ErrPeerLost)
+						}
+					}()
+					var claimed bool
+					var readyErr error
+					go func() { // owner
+						defer inner.Done()
+						if ownerCancels {
+							time.Sleep(cancelAfter)
+							r.Cancel(id, "owner gave up")
+							return
+						}
+						wait, stop := context.WithTimeout(ctx, 5*time.Second)
+						defer stop()
+						var blocks []int32
+						if blocks, readyErr = r.Ready(wait, id); readyErr == nil {
+							claimed = true
+							alloc.Claim(blocks)
+						}
+					}()
+					inner.Wait()
+					switch {
+					case claimed && !sealed:
+						t.Errorf("%s: owner claimed a transfer whose seal failed", id)
+					case !ownerCancels && sealed && !claimed && !errors.Is(readyErr, transport.ErrLeaseExpired):
+						t.Errorf("%s: sealed transfer not handed over: %v", id, readyErr)
+					}
+				}()
+			}
+			wg.Wait()
+			close(stopClock)
+			clockWG.Wait()
+			r.Close() // frees whatever is still reserved or ready
+			st := alloc.Stats()
 			if len(st.Errors) > 0 {
 				t.Fatalf("double frees: %v", st.Errors)
 			}
