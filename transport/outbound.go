@@ -172,8 +172,15 @@ func (o *Outbound) SendLayer(ctx context.Context, layer int) error {
 		return o.fail(fmt.Errorf("%w: layer %d out of range or sent twice", ErrInvalid, layer))
 	}
 	total := len(o.plan.Pairs) * o.bb
-	for off := 0; off < total; off += o.plan.ChunkBytes {
-		n := min(o.plan.ChunkBytes, total-off)
+	chunk := o.plan.ChunkBytes
+	if _, host := o.src.Region(layer); o.inPlace != nil && host {
+		// Nothing crosses a wire, so the chunk size bounds nothing: one
+		// write per layer lets the stream copy runs of adjacent blocks
+		// as one.
+		chunk = total
+	}
+	for off := 0; off < total; off += chunk {
+		n := min(chunk, total-off)
 		segs, err := o.segments(layer, off, n)
 		if err != nil {
 			return o.fail(err)

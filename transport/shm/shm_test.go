@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -192,15 +193,27 @@ func source(t *testing.T) *transport.HostMemory {
 
 func push(t *testing.T, n *node, c *Conn, src transport.Memory, id string, blocks, chunk int, rel *releases) (*transport.Outbound, []transport.BlockPair) {
 	t.Helper()
+	return pushStride(t, n, c, src, id, blocks, chunk, 2, rel)
+}
+
+// pushStride pushes source blocks 0, stride, 2*stride, ...: with stride 1
+// adjacent source blocks go to the lease's blocks in ascending order, so
+// adjacent ones line up and an in-place sender copies them as one run.
+func pushStride(t *testing.T, n *node, c *Conn, src transport.Memory, id string, blocks, chunk, stride int, rel *releases) (*transport.Outbound, []transport.BlockPair) {
+	t.Helper()
 	ctx := context.Background()
 	g := transporttest.Grant(t, id, 1, "decode-1", n.clock.Now())
 	lease, err := c.Reserve(ctx, g, blocks)
 	if err != nil {
 		t.Fatal(err)
 	}
+	dst := lease.Blocks
+	if stride == 1 {
+		dst = slices.Sorted(slices.Values(dst))
+	}
 	pairs := make([]transport.BlockPair, blocks)
 	for i := range pairs {
-		pairs[i] = transport.BlockPair{Src: int32(2 * i), Dst: lease.Blocks[i]}
+		pairs[i] = transport.BlockPair{Src: int32(stride * i), Dst: dst[i]}
 	}
 	out, err := transport.Push(ctx, c, src, transport.Plan{Grant: g, Pairs: pairs, ChunkBytes: chunk, Release: rel.release})
 	if err != nil {
@@ -226,14 +239,15 @@ func TestSHM_RoundTrip(t *testing.T) {
 		name      string
 		blocks    int
 		chunk     int
+		stride    int // between source blocks
 		inPlace   bool
 		stageOnly bool
 	}{
-		{"chunks smaller than slots", 12, 3000, false, false},
-		{"chunks clamped to the slot size", 20, 1 << 20, false, false},
-		{"in place, chunks splitting blocks", 12, 3000, true, false},
-		{"in place, whole layers", 20, 1 << 20, true, false},
-		{"in place offered, sender stages", 12, 3000, true, true},
+		{"chunks smaller than slots", 12, 3000, 2, false, false},
+		{"chunks clamped to the slot size", 20, 1 << 20, 2, false, false},
+		{"in place, scattered source blocks", 12, 3000, 2, true, false},
+		{"in place, adjacent blocks in runs", 20, 1 << 20, 1, true, false},
+		{"in place offered, sender stages", 12, 3000, 2, true, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -248,7 +262,7 @@ func TestSHM_RoundTrip(t *testing.T) {
 			// Several transfers in turn: later ones reuse the first's pipe.
 			for _, id := range []string{"rt1", "rt2", "rt3"} {
 				var rel releases
-				out, pairs := push(t, n, c, src, id, tc.blocks, tc.chunk, &rel)
+				out, pairs := pushStride(t, n, c, src, id, tc.blocks, tc.chunk, tc.stride, &rel)
 				if err := sendRest(out, 0); err != nil {
 					t.Fatal(err)
 				}
