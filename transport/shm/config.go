@@ -52,12 +52,18 @@ type Config struct {
 	// StageOnly makes a sender stage every chunk even when the receiver
 	// offers in-place writes.
 	StageOnly bool
-	Logger    *slog.Logger
+	// StreamBytes: an in-place transfer of at least this many bytes is
+	// written past the cache, each layer's adjacent blocks as one copy
+	// (non-temporal stores); a smaller one block by block into the cache,
+	// where the receiver reads it next. About the last-level cache's size.
+	StreamBytes int
+	Logger      *slog.Logger
 }
 
-// DefaultConfig returns the defaults: 4 slots of 1 MiB.
+// DefaultConfig returns the defaults: 4 slots of 1 MiB, transfers of 32 MiB
+// and more streamed past the cache.
 func DefaultConfig() Config {
-	return Config{Slots: 4, SlotBytes: 1 << 20, Logger: slog.Default()}
+	return Config{Slots: 4, SlotBytes: 1 << 20, StreamBytes: 32 << 20, Logger: slog.Default()}
 }
 
 // Validate checks the configuration.
@@ -67,6 +73,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: shm: %d slots outside 1..%d", transport.ErrInvalid, c.Slots, maxSlots)
 	case c.SlotBytes < 4<<10 || c.SlotBytes > maxSlotBytes:
 		return fmt.Errorf("%w: shm: slot of %d bytes outside 4 KiB..64 MiB", transport.ErrInvalid, c.SlotBytes)
+	case c.StreamBytes < 0:
+		return fmt.Errorf("%w: shm: negative StreamBytes %d", transport.ErrInvalid, c.StreamBytes)
 	case c.Logger == nil:
 		return fmt.Errorf("%w: shm: logger is required", transport.ErrInvalid)
 	}

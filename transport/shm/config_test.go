@@ -17,6 +17,7 @@ func TestConfig_Validate(t *testing.T) {
 		{"tiny slot", func(c *Config) { c.SlotBytes = 100 }, false},
 		{"huge slot", func(c *Config) { c.SlotBytes = maxSlotBytes + 1 }, false},
 		{"no logger", func(c *Config) { c.Logger = nil }, false},
+		{"negative stream threshold", func(c *Config) { c.StreamBytes = -1 }, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

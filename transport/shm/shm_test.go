@@ -242,18 +242,23 @@ func TestSHM_RoundTrip(t *testing.T) {
 		stride    int // between source blocks
 		inPlace   bool
 		stageOnly bool
+		streamed  bool // in place: written in runs, past the cache
 	}{
-		{"chunks smaller than slots", 12, 3000, 2, false, false},
-		{"chunks clamped to the slot size", 20, 1 << 20, 2, false, false},
-		{"in place, scattered source blocks", 12, 3000, 2, true, false},
-		{"in place, adjacent blocks in runs", 20, 1 << 20, 1, true, false},
-		{"in place offered, sender stages", 12, 3000, 2, true, true},
+		{"chunks smaller than slots", 12, 3000, 2, false, false, false},
+		{"chunks clamped to the slot size", 20, 1 << 20, 2, false, false, false},
+		{"in place, block by block", 12, 3000, 1, true, false, false},
+		{"in place streamed, scattered source blocks", 12, 3000, 2, true, false, true},
+		{"in place streamed, adjacent blocks in runs", 20, 1 << 20, 1, true, false, true},
+		{"in place offered, sender stages", 12, 3000, 2, true, true, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			n := newNodeWith(t, testConfig(t), tc.inPlace)
 			cfg := testConfig(t)
 			cfg.StageOnly = tc.stageOnly
+			if tc.streamed {
+				cfg.StreamBytes = 1
+			}
 			c := n.dialWith(t, cfg)
 			if got, want := c.rem != nil, tc.inPlace && !tc.stageOnly; got != want {
 				t.Fatalf("sender mapped the receiver's memory: %v, want %v", got, want)
