@@ -226,17 +226,21 @@ func (in *Inbound) chunkLocked(layer int, offset uint64, data []byte, crc uint32
 	case offset+uint64(len(data)) > total:
 		return fmt.Errorf("%w: layer %d chunk ends at %d past payload of %d", ErrProtocol, layer, offset+uint64(len(data)), total)
 	}
-	if sum := Checksum(data); sum != crc {
-		return fmt.Errorf("%w: layer %d offset %d: crc32c %08x, frame says %08x", ErrChecksum, layer, offset, sum, crc)
-	}
 	region, host := in.r.mem.Region(layer)
 	if !host && in.staged >= 0 && in.staged != layer {
 		return fmt.Errorf("%w: layer %d chunk interleaved with a partial block of layer %d", ErrProtocol, layer, in.staged)
 	}
+	// The checksum is computed block by block as each piece is copied, so
+	// the copy reads bytes the checksum just brought into L1 instead of
+	// making a second pass over the chunk. The bytes land before they are
+	// verified, but only in this lease's own blocks, which a mismatch frees
+	// without ever making them ready.
+	var sum uint32
 	for off, rest := offset, data; len(rest) > 0; {
 		idx, within := int(off)/in.bb, int(off)%in.bb
 		n := min(in.bb-within, len(rest))
 		blk := int(in.dst[idx])
+		sum = crc32.Update(sum, castagnoli, rest[:n])
 		if host {
 			copy(region[blk*in.bb+within:], rest[:n])
 		} else {
@@ -252,6 +256,9 @@ func (in *Inbound) chunkLocked(layer int, offset uint64, data []byte, crc uint32
 		}
 		off += uint64(n)
 		rest = rest[n:]
+	}
+	if sum != crc {
+		return fmt.Errorf("%w: layer %d offset %d: crc32c %08x, frame says %08x", ErrChecksum, layer, offset, sum, crc)
 	}
 	in.layer[layer] += uint64(len(data))
 	in.l.bytes += uint64(len(data))
