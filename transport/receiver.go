@@ -429,10 +429,9 @@ func (r *Receiver) commitSealed(l *lease, check func() bool) bool {
 		return false
 	}
 	if stuck := r.cfg.Fence.Disarm(l.blocks, l.key); len(stuck) > 0 {
-		// The sender seals after its last write, so no writer holding
-		// this key can still be inside a block; were one there, the
-		// reaper's next pass finds the lease ready and frees it through
-		// the quarantine.
+		// A correct sender seals only after its last write handed its
+		// blocks back; a block still held belongs to a writer of this
+		// lease that outlived its own seal, which no correct sender has.
 		r.cfg.Logger.Error("sealed KV transfer still has a writer inside a block", "transfer", l.grant.TransferID, "blocks", len(stuck))
 	}
 	l.state = stateReady
