@@ -24,20 +24,7 @@ func TestLease_ExactlyOnceUnderRandomInterleavings(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			var wg sync.WaitGroup
-			stopClock := make(chan struct{})
-			var clockWG sync.WaitGroup
-			clockWG.Add(1)
-			go func() { // expiry races everything else
-				defer clockWG.Done()
-				for {
-					select {
-					case <-stopClock:
-						return
-					case <-time.After(50 * time.Microsecond):
-						rg.clock.Advance(ttl / 7)
-					}
-				}
-			}()
+			stopClock := tickClock(rg.clock, 50*time.Microsecond, ttl/7)
 			const transfers = 24
 			for i := range transfers {
 				wg.Add(1)
@@ -101,8 +88,7 @@ func TestLease_ExactlyOnceUnderRandomInterleavings(t *testing.T) {
 				}()
 			}
 			wg.Wait()
-			close(stopClock)
-			clockWG.Wait()
+			stopClock()
 			rg.recv.Close() // frees whatever is still reserved or ready
 			st := rg.alloc.Stats()
 			if len(st.Errors) > 0 {
@@ -128,20 +114,7 @@ func TestLease_SealExactlyOnceUnderRandomInterleavings(t *testing.T) {
 			r, alloc, clock := newFencedReceiver(t, fence)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			stopClock := make(chan struct{})
-			var clockWG sync.WaitGroup
-			clockWG.Add(1)
-			go func() { // expiry races everything else
-				defer clockWG.Done()
-				for {
-					select {
-					case <-stopClock:
-						return
-					case <-time.After(100 * time.Microsecond):
-						clock.Advance(ttl / 5)
-					}
-				}
-			}()
+			stopClock := tickClock(clock, 100*time.Microsecond, ttl/5)
 			const transfers = 24
 			var wg sync.WaitGroup
 			for i := range transfers {
@@ -214,8 +187,7 @@ func TestLease_SealExactlyOnceUnderRandomInterleavings(t *testing.T) {
 				}()
 			}
 			wg.Wait()
-			close(stopClock)
-			clockWG.Wait()
+			stopClock()
 			r.Close() // frees whatever is still reserved or ready
 			st := alloc.Stats()
 			if len(st.Errors) > 0 {
@@ -225,5 +197,29 @@ func TestLease_SealExactlyOnceUnderRandomInterleavings(t *testing.T) {
 				t.Fatalf("blocks leaked: %+v", st)
 			}
 		})
+	}
+}
+
+// tickClock advances clock by step every interval, so that lease expiry
+// races everything a test does, until the returned stop is called; stop
+// returns once the ticking has ended.
+func tickClock(clock *transporttest.FakeClock, interval, step time.Duration) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(interval):
+				clock.Advance(step)
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		wg.Wait()
 	}
 }
