@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -58,7 +59,7 @@ func (s *Server) ReportLoad(ctx context.Context, req *pb.ReportLoadRequest) (*pb
 	}
 	s.loads.report(l)
 	if n.State == fsm.StateDraining && s.loads.idle(n.ID, time.Unix(0, n.StateSince)) {
-		s.setState(ctx, n.ID, fsm.StateDrained, fsm.StateDraining, "drain complete: no work in flight")
+		s.changeState(ctx, n, fsm.StateDrained, "drain complete: no work in flight")
 		n = s.fsm.State().Nodes[n.ID]
 	}
 	return &pb.ReportLoadResponse{State: string(n.State)}, nil
@@ -78,23 +79,34 @@ func (s *Server) transition(ctx context.Context, id string, to fsm.NodeState, re
 	if !s.IsLeader() {
 		return nil, ErrNotLeader
 	}
-	n, ok := s.fsm.State().Nodes[id]
-	if !ok {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownNode, id)
-	}
-	if n.State != to {
-		allowed := false
-		for _, f := range from {
-			allowed = allowed || n.State == f
+	// The change is conditional on the state read here, so that it never overwrites a transition
+	// it did not see. The leader moves nodes on its own too (draining to drained when a worker
+	// reports idle, to dead when gossip loses it); when one of those lands first the operator's
+	// request is checked again against the new state instead of being dropped.
+	const attempts = 4
+	for range attempts {
+		n, ok := s.fsm.State().Nodes[id]
+		if !ok {
+			return nil, fmt.Errorf("%w: %q", ErrUnknownNode, id)
 		}
-		if !allowed {
+		if n.State == to {
+			return s.nodeStatus(n), nil
+		}
+		if !slices.Contains(from, n.State) {
 			return nil, fmt.Errorf("%w: %q is %s, cannot become %s", ErrStateConflict, id, n.State, to)
 		}
-		if err := s.apply(ctx, fsm.CmdSetNodeState, fsm.SetNodeState{ID: id, State: to, From: n.State, Reason: reason, At: s.clock.Now().UnixNano()}); err != nil {
+		err := s.apply(ctx, fsm.CmdSetNodeState, fsm.SetNodeState{
+			ID: id, State: to, From: n.State, FromSince: n.StateSince, Reason: reason, At: s.clock.Now().UnixNano(),
+		})
+		switch {
+		case err == nil:
+			// Read after the entry applied: a later change may already show, which is the truth.
+			return s.nodeStatus(s.fsm.State().Nodes[id]), nil
+		case !errors.Is(err, fsm.ErrStale):
 			return nil, err
 		}
 	}
-	return s.nodeStatus(s.fsm.State().Nodes[id]), nil
+	return nil, fmt.Errorf("%w: %q kept changing state; try again", ErrStateConflict, id)
 }
 
 // AddPeer adds a coordinator to the Raft configuration (leader only) and records its addresses.

@@ -127,11 +127,11 @@ func (s *Server) handleMemberEvent(ctx context.Context, e membership.Event) {
 	switch e.Type {
 	case membership.EventLeave:
 		if n.State != fsm.StateDead {
-			s.setState(ctx, n.ID, fsm.StateDead, "", "gossip: node failed or left")
+			s.markDead(ctx, n.ID, "gossip: node failed or left")
 		}
 	case membership.EventJoin, membership.EventUpdate:
 		if n.State == fsm.StateDead {
-			s.setState(ctx, n.ID, fsm.StateActive, fsm.StateDead, "gossip: node recovered")
+			s.changeState(ctx, n, fsm.StateActive, "gossip: node recovered")
 		}
 	}
 }
@@ -156,11 +156,11 @@ func (s *Server) reconcile(ctx context.Context) {
 		switch {
 		case !alive[n.ID] && n.State != fsm.StateDead &&
 			now.Sub(time.Unix(0, n.StateSince)) > s.cfg.DeadGrace && s.gossipAbsentLong(n.ID, now):
-			s.setState(ctx, n.ID, fsm.StateDead, "", "gossip: not a member")
+			s.markDead(ctx, n.ID, "gossip: not a member")
 		case alive[n.ID] && n.State == fsm.StateDead:
-			s.setState(ctx, n.ID, fsm.StateActive, fsm.StateDead, "gossip: node recovered")
+			s.changeState(ctx, n, fsm.StateActive, "gossip: node recovered")
 		case n.State == fsm.StateDraining && s.loads.idle(n.ID, time.Unix(0, n.StateSince)):
-			s.setState(ctx, n.ID, fsm.StateDrained, fsm.StateDraining, "drain complete: no work in flight")
+			s.changeState(ctx, n, fsm.StateDrained, "drain complete: no work in flight")
 		}
 	}
 }
@@ -175,14 +175,28 @@ func (s *Server) gossipAbsentLong(id string, now time.Time) bool {
 	return now.Sub(e.firstSeen) > s.cfg.DeadGrace
 }
 
-func (s *Server) setState(ctx context.Context, id string, to, from fsm.NodeState, reason string) {
-	err := s.apply(ctx, fsm.CmdSetNodeState, fsm.SetNodeState{ID: id, State: to, From: from, Reason: reason, At: s.clock.Now().UnixNano()})
+// markDead records a node as dead whatever state it was in: liveness overrides any drain.
+func (s *Server) markDead(ctx context.Context, id, reason string) {
+	s.applyState(ctx, fsm.SetNodeState{ID: id, State: fsm.StateDead, Reason: reason, At: s.clock.Now().UnixNano()})
+}
+
+// changeState moves a node on from the state the leader saw it in, if it is still in that same
+// stay when the entry applies; a change an operator or another event made meanwhile wins.
+func (s *Server) changeState(ctx context.Context, seen fsm.Node, to fsm.NodeState, reason string) {
+	s.applyState(ctx, fsm.SetNodeState{
+		ID: seen.ID, State: to, From: seen.State, FromSince: seen.StateSince,
+		Reason: reason, At: s.clock.Now().UnixNano(),
+	})
+}
+
+func (s *Server) applyState(ctx context.Context, c fsm.SetNodeState) {
+	err := s.apply(ctx, fsm.CmdSetNodeState, c)
 	switch {
 	case err == nil:
-		s.log.Info("node state changed", "node", id, "state", to, "reason", reason)
-	case errors.Is(err, context.Canceled), errors.Is(err, ErrNotLeader):
+		s.log.Info("node state changed", "node", c.ID, "state", c.State, "reason", c.Reason)
+	case errors.Is(err, context.Canceled), errors.Is(err, ErrNotLeader), errors.Is(err, fsm.ErrStale):
 	default:
-		s.log.Warn("node state change failed", "node", id, "state", to, "err", err)
+		s.log.Warn("node state change failed", "node", c.ID, "state", c.State, "err", err)
 	}
 }
 

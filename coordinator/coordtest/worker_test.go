@@ -263,3 +263,49 @@ func TestPlacementUnderChurn(t *testing.T) {
 	}
 	t.Logf("%d placements under churn", len(all))
 }
+
+// An operator's undrain must not be lost to the leader completing the drain at the same moment:
+// both are conditional on the node being draining, and the one that loses re-checks.
+func TestUndrainRacingDrainComplete(t *testing.T) {
+	c := MakeCluster(t, 1)
+	setupModel(t, c.Client(t))
+	c.AddWorker(t, "d1", "decode", nil)
+	srv := c.WaitLeader(t).Server
+	ctx := ctxT(t, 20*time.Second)
+	// Idle reports arrive all the time, so every drain completes within one report, racing the
+	// undrain that follows it.
+	idle := &pb.Load{NodeId: "d1", FreeKvBlocks: 1000, TotalKvBlocks: 1000, BlockTokens: 16}
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	defer func() { close(stop); wg.Wait() }()
+	for range 2 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := srv.ReportLoad(ctx, &pb.ReportLoadRequest{Load: idle}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	for i := range 100 {
+		if _, err := srv.Drain(ctx, "d1"); err != nil {
+			t.Fatal(err)
+		}
+		ns, err := srv.Undrain(ctx, "d1")
+		if err != nil {
+			t.Fatalf("round %d: undrain: %v", i, err)
+		}
+		if ns.GetState() != string(fsm.StateActive) {
+			t.Fatalf("round %d: undrain answered %q, want active", i, ns.GetState())
+		}
+		if got := nodeState(c, "d1"); got != fsm.StateActive {
+			t.Fatalf("round %d: after undrain the node is %s", i, got)
+		}
+	}
+}

@@ -32,13 +32,15 @@ type RegisterNode struct {
 
 // SetNodeState changes a node's state. From, when set, makes the change conditional: the leader
 // proposes "dead -> active" only if the node is still dead when the entry applies, so a racing
-// drain is never overwritten.
+// drain is never overwritten. FromSince narrows it to the stay in From that began at that time
+// (Node.StateSince), so a decision taken about one drain cannot complete a later one.
 type SetNodeState struct {
-	ID     string    `json:"id"`
-	State  NodeState `json:"state"`
-	From   NodeState `json:"from,omitempty"`
-	Reason string    `json:"reason,omitempty"`
-	At     int64     `json:"at"`
+	ID        string    `json:"id"`
+	State     NodeState `json:"state"`
+	From      NodeState `json:"from,omitempty"`
+	FromSince int64     `json:"from_since,omitempty"`
+	Reason    string    `json:"reason,omitempty"`
+	At        int64     `json:"at"`
 }
 
 // RemoveNode forgets a node.
@@ -127,9 +129,8 @@ func applySetNodeState(st *State, payload []byte) error {
 	if !ok {
 		return fmt.Errorf("%w: node %q", ErrNotFound, c.ID)
 	}
-	if c.From != "" && n.State != c.From {
-		// A conditional change that lost a race is not an error: state already moved on.
-		return nil
+	if c.From != "" && (n.State != c.From || c.FromSince != 0 && n.StateSince != c.FromSince) {
+		return fmt.Errorf("%w: node %q is %s since %d", ErrStale, c.ID, n.State, n.StateSince)
 	}
 	if n.State == c.State {
 		return nil

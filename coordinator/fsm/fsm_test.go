@@ -54,13 +54,35 @@ func TestApply(t *testing.T) {
 			want: map[string]NodeState{"d1": StateActive},
 		},
 		{
-			name: "conditional change that lost the race is a no-op",
+			name: "conditional change that lost the race changes nothing",
 			cmds: [][]byte{
 				mustEncode(t, CmdRegisterNode, RegisterNode{Node: node("d1", RoleDecode)}),
 				mustEncode(t, CmdSetNodeState, SetNodeState{ID: "d1", State: StateDraining}),
 				mustEncode(t, CmdSetNodeState, SetNodeState{ID: "d1", State: StateActive, From: StateDead}),
 			},
-			want: map[string]NodeState{"d1": StateDraining},
+			wantErr: ErrStale,
+			want:    map[string]NodeState{"d1": StateDraining},
+		},
+		{
+			name: "conditional change about an earlier stay in the state changes nothing",
+			cmds: [][]byte{
+				mustEncode(t, CmdRegisterNode, RegisterNode{Node: node("d1", RoleDecode)}),
+				mustEncode(t, CmdSetNodeState, SetNodeState{ID: "d1", State: StateDraining, At: 10}),
+				mustEncode(t, CmdSetNodeState, SetNodeState{ID: "d1", State: StateActive, At: 11}),
+				mustEncode(t, CmdSetNodeState, SetNodeState{ID: "d1", State: StateDraining, At: 12}),
+				mustEncode(t, CmdSetNodeState, SetNodeState{ID: "d1", State: StateDrained, From: StateDraining, FromSince: 10, At: 13}),
+			},
+			wantErr: ErrStale,
+			want:    map[string]NodeState{"d1": StateDraining},
+		},
+		{
+			name: "conditional change about the current stay applies",
+			cmds: [][]byte{
+				mustEncode(t, CmdRegisterNode, RegisterNode{Node: node("d1", RoleDecode)}),
+				mustEncode(t, CmdSetNodeState, SetNodeState{ID: "d1", State: StateDraining, At: 12}),
+				mustEncode(t, CmdSetNodeState, SetNodeState{ID: "d1", State: StateDrained, From: StateDraining, FromSince: 12, At: 13}),
+			},
+			want: map[string]NodeState{"d1": StateDrained},
 		},
 		{
 			name:    "state of unknown node",

@@ -30,6 +30,9 @@ var (
 	ErrInvalid        = errors.New("fsm: invalid command")
 	ErrNotFound       = errors.New("fsm: not found")
 	ErrSnapshot       = errors.New("fsm: bad snapshot")
+	// ErrStale answers a conditional change whose condition no longer held when it applied:
+	// state already moved on, nothing changed, and the proposer decides whether to try again.
+	ErrStale = errors.New("fsm: state moved on since the change was proposed")
 )
 
 // Role is what a node does in the cluster.
