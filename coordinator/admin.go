@@ -95,9 +95,7 @@ func (s *Server) transition(ctx context.Context, id string, to fsm.NodeState, re
 		if !slices.Contains(from, n.State) {
 			return nil, fmt.Errorf("%w: %q is %s, cannot become %s", ErrStateConflict, id, n.State, to)
 		}
-		err := s.apply(ctx, fsm.CmdSetNodeState, fsm.SetNodeState{
-			ID: id, State: to, From: n.State, FromSince: n.StateSince, Reason: reason, At: s.clock.Now().UnixNano(),
-		})
+		err := s.apply(ctx, fsm.CmdSetNodeState, fsm.ChangeFrom(n, to, reason, s.clock.Now().UnixNano()))
 		switch {
 		case err == nil:
 			// Read after the entry applied: a later change may already show, which is the truth.

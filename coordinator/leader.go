@@ -183,10 +183,7 @@ func (s *Server) markDead(ctx context.Context, id, reason string) {
 // changeState moves a node on from the state the leader saw it in, if it is still in that same
 // stay when the entry applies; a change an operator or another event made meanwhile wins.
 func (s *Server) changeState(ctx context.Context, seen fsm.Node, to fsm.NodeState, reason string) {
-	s.applyState(ctx, fsm.SetNodeState{
-		ID: seen.ID, State: to, From: seen.State, FromSince: seen.StateSince,
-		Reason: reason, At: s.clock.Now().UnixNano(),
-	})
+	s.applyState(ctx, fsm.ChangeFrom(seen, to, reason, s.clock.Now().UnixNano()))
 }
 
 func (s *Server) applyState(ctx context.Context, c fsm.SetNodeState) {

@@ -43,6 +43,12 @@ type SetNodeState struct {
 	At        int64     `json:"at"`
 }
 
+// ChangeFrom proposes moving a node to state `to` on condition that it is still in the stay the
+// proposer saw (seen.State since seen.StateSince) when the entry applies.
+func ChangeFrom(seen Node, to NodeState, reason string, at int64) SetNodeState {
+	return SetNodeState{ID: seen.ID, State: to, From: seen.State, FromSince: seen.StateSince, Reason: reason, At: at}
+}
+
 // RemoveNode forgets a node.
 type RemoveNode struct {
 	ID string `json:"id"`
